@@ -1,0 +1,31 @@
+import { CorralError } from '../errors.ts'
+
+/** No usable hypervisor: says which were looked for and how to install one or ask for sim. */
+export class DriverUnavailableError extends CorralError {
+  override name = 'DriverUnavailableError'
+}
+
+/** The driver has no VM with that id (the hypervisor lost it, or it was never created). */
+export class VmNotFoundInDriverError extends CorralError {
+  override name = 'VmNotFoundInDriverError'
+}
+
+/** A path registered as an image is not something this driver can clone. */
+export class ImageInvalidError extends CorralError {
+  override name = 'ImageInvalidError'
+}
+
+/** The hypervisor refused or failed an operation; the message carries its own words. */
+export class HypervisorError extends CorralError {
+  override name = 'HypervisorError'
+}
+
+/** exec ran past its timeout; the command was killed where the guest allows it. */
+export class ExecTimeoutError extends CorralError {
+  override name = 'ExecTimeoutError'
+}
+
+/** The guest cannot take commands (agent not running or not answering). */
+export class GuestAgentUnavailableError extends CorralError {
+  override name = 'GuestAgentUnavailableError'
+}
