@@ -101,10 +101,10 @@ export interface Driver extends EventTarget {
   readonly name: DriverName
   readonly simulated: boolean
 
-  /** Prepare (e.g. check binaries, create folders). Safe to call once before anything else. */
-  start?: () => Promise<void>
-  /** Release timers, sockets and child processes. VMs keep running. Safe to call twice. */
-  stop?: () => Promise<void>
+  /** Prepare (check binaries, create folders, re-attach to running VMs). Called once before use. */
+  open: () => Promise<void>
+  /** Release timers, sockets and child processes; VMs keep running. Safe to call twice. */
+  close: () => Promise<void>
 
   capacity: () => Promise<HostCapacity>
   /** Images this driver has on its own (built-ins for sim, templates for parallels). */
