@@ -29,3 +29,13 @@ export class ExecTimeoutError extends CorralError {
 export class GuestAgentUnavailableError extends CorralError {
   override name = 'GuestAgentUnavailableError'
 }
+
+/** The hypervisor's license forbids the operation (edition without CLI, expired, running-VM limit). */
+export class HypervisorLicenseError extends CorralError {
+  override name = 'HypervisorLicenseError'
+}
+
+/** The host has too little free disk for the operation (clone, start, snapshot). */
+export class HostDiskFullError extends CorralError {
+  override name = 'HostDiskFullError'
+}
