@@ -1,0 +1,84 @@
+import type { Context, Next } from 'koa'
+import type { Logger } from 'pino'
+import { CorralError } from '../errors.ts'
+
+/**
+ * The one place that turns errors into HTTP answers. Error classes keep stable names; this table
+ * gives each a status. Anything unknown is a 500 whose details are logged, never sent.
+ */
+const statusByName: Record<string, number> = {
+  RequestValidationError: 400,
+  AuthValidationError: 400,
+  VmRequestError: 400,
+  ImageInvalidError: 400,
+  UnsupportedBodyError: 415,
+  InvalidCredentialsError: 401,
+  UnauthenticatedError: 401,
+  ForbiddenError: 403,
+  RouteNotFoundError: 404,
+  VmNotFoundError: 404,
+  UserNotFoundError: 404,
+  RoleNotFoundError: 404,
+  ApiKeyNotFoundError: 404,
+  ImageNotFoundError: 404,
+  MethodNotAllowedError: 405,
+  InvalidVmStateError: 409,
+  InsufficientCapacityError: 409,
+  VmNameTakenError: 409,
+  UserExistsError: 409,
+  RoleExistsError: 409,
+  RoleInUseError: 409,
+  BuiltinRoleError: 409,
+  LastAdminError: 409,
+  ImageExistsError: 409,
+  PayloadTooLargeError: 413,
+  AccountLockedError: 429,
+  HypervisorError: 502,
+  VmNotFoundInDriverError: 502,
+  GuestAgentUnavailableError: 503,
+  DriverUnavailableError: 503,
+  ExecTimeoutError: 504
+}
+
+export interface ProblemDocument {
+  type: string
+  title: string
+  status: number
+  detail: string
+  [extra: string]: unknown
+}
+
+const kebab = (s: string): string => s.replace(/Error$/, '').replace(/([a-z0-9])([A-Z])/g, '$1-$2').toLowerCase()
+
+/** Status and problem document for any thrown value. */
+export function toProblem (err: unknown): ProblemDocument {
+  if (err instanceof CorralError && statusByName[err.name] != null) {
+    const status = statusByName[err.name]
+    return { ...err.details, type: `urn:corral:problem:${kebab(err.name)}`, title: err.name, status, detail: err.message }
+  }
+  // Errors from Koa and its body parser carry an HTTP status and a message meant for the client.
+  const e = err as { status?: unknown, expose?: unknown, message?: unknown, type?: unknown }
+  if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500 && e.expose === true) {
+    const detail = e.status === 413
+      ? 'the request body is too large; send less (the node accepts up to api.maxBodyBytes)'
+      : e.status === 400 ? `the request body is not valid JSON: ${String(e.message)}` : String(e.message)
+    return { type: `urn:corral:problem:http-${e.status}`, title: String(e.message), status: e.status, detail }
+  }
+  return { type: 'urn:corral:problem:internal', title: 'InternalError', status: 500, detail: 'the node hit an unexpected error; its log has the details' }
+}
+
+export function problemMiddleware (logger: Logger) {
+  return async function problems (ctx: Context, next: Next): Promise<void> {
+    try {
+      await next()
+    } catch (err) {
+      const problem = toProblem(err)
+      if (problem.status >= 500) logger.error({ err, method: ctx.method, path: ctx.path }, 'request failed')
+      else logger.debug({ method: ctx.method, path: ctx.path, status: problem.status, problem: problem.title }, 'request refused')
+      ctx.status = problem.status
+      ctx.type = 'application/problem+json'
+      ctx.body = problem
+      if (problem.status === 429 && typeof problem.retryAfterSeconds === 'number') ctx.set('retry-after', String(problem.retryAfterSeconds))
+    }
+  }
+}

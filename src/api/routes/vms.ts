@@ -1,0 +1,64 @@
+import type { ApiComponents } from '../components.ts'
+import type { RouteDef } from '../route.ts'
+import { CreateVm, ExecRequest, ExecResult, Host, IdParams, Image, listOf, RegisterImage, Vm, VmActionParams, WaitQuery } from '../schemas.ts'
+
+/** Images, VMs and hosts. */
+export function vmRoutes ({ vms, images }: ApiComponents): RouteDef[] {
+  return [
+    {
+      method: 'get', path: '/api/v1/images', claim: 'image:read', tag: 'images', summary: 'List the images VMs can be created from',
+      success: { status: 200, schema: listOf(Image), description: 'images on this host' },
+      handler: async () => ({ body: { items: await images.list() } })
+    },
+    {
+      method: 'post', path: '/api/v1/images', claim: 'image:write', tag: 'images', summary: 'Register a local image by path',
+      body: RegisterImage, success: { status: 201, schema: Image, description: 'the registered image' },
+      handler: async ({ body, principal }) => ({ status: 201, body: await images.register(body.name, body.path, principal.subject) })
+    },
+    {
+      method: 'get', path: '/api/v1/vms', claim: 'vm:read', tag: 'vms', summary: 'List VMs',
+      success: { status: 200, schema: listOf(Vm), description: 'every VM' },
+      handler: () => ({ body: { items: vms.list() } })
+    },
+    {
+      method: 'post', path: '/api/v1/vms', claim: 'vm:write', tag: 'vms', summary: 'Create a VM from an image (booted unless start is false)',
+      body: CreateVm, query: WaitQuery,
+      success: { status: 201, schema: Vm, description: 'the VM: state creating, or with ?wait=true its state once booted (running) or failed' },
+      handler: async ({ body, query, principal, ctx }) => {
+        const { vm, done } = await vms.create({ ...body, owner: principal.subject })
+        ctx.set('location', `/api/v1/vms/${vm.id}`)
+        return { status: 201, body: query.wait === 'true' ? await done : vm }
+      }
+    },
+    {
+      method: 'get', path: '/api/v1/vms/:id', claim: 'vm:read', tag: 'vms', summary: 'Get a VM',
+      params: IdParams, success: { status: 200, schema: Vm, description: 'the VM' },
+      handler: ({ params }) => ({ body: vms.get(params.id) })
+    },
+    {
+      method: 'delete', path: '/api/v1/vms/:id', claim: 'vm:write', tag: 'vms', summary: 'Delete a VM (stopping it first if it runs)',
+      params: IdParams, success: { status: 204, description: 'deleted; its resources are free' },
+      handler: async ({ params }) => { await vms.delete(params.id); return { status: 204 } }
+    },
+    {
+      method: 'post', path: '/api/v1/vms/:id/exec', claim: 'vm:exec', tag: 'vms',
+      summary: 'Run a command in a VM and wait for it (the websocket form at the same path streams output)',
+      params: IdParams, body: ExecRequest, success: { status: 200, schema: ExecResult, description: 'exit code and output' },
+      handler: async ({ params, body, ctx }) => {
+        const abort = new AbortController()
+        ctx.req.once('close', () => { if (!ctx.res.writableEnded) abort.abort() })
+        return { body: await vms.exec(params.id, { ...body, signal: abort.signal }) }
+      }
+    },
+    {
+      method: 'post', path: '/api/v1/vms/:id/:action', claim: 'vm:write', tag: 'vms', summary: 'start, stop, suspend, resume or restart a VM',
+      params: VmActionParams, success: { status: 200, schema: Vm, description: 'the VM in its new state' },
+      handler: async ({ params }) => ({ body: await vms.act(params.id, params.action) })
+    },
+    {
+      method: 'get', path: '/api/v1/hosts', claim: 'host:read', tag: 'hosts', summary: 'List hosts with capacity and VMs',
+      success: { status: 200, schema: listOf(Host), description: 'this host (the mesh adds the others)' },
+      handler: () => ({ body: { items: [vms.info()] } })
+    }
+  ]
+}

@@ -1,0 +1,124 @@
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import Koa, { type Context, type Next } from 'koa'
+import Router from '@koa/router'
+import { bodyParser } from '@koa/bodyparser'
+import type { ApiComponents, ApiInit } from './components.ts'
+import type { RouteDef } from './route.ts'
+import { problemMiddleware } from './problem.ts'
+import { credentialOf } from './credentials.ts'
+import { validateInput } from './validate.ts'
+import { buildOpenApi } from './openapi.ts'
+import { createWebsocketGateway } from './websockets.ts'
+import { MethodNotAllowedError, RouteNotFoundError, UnsupportedBodyError } from './errors.ts'
+import { UnauthenticatedError } from '../auth/index.ts'
+import { authRoutes } from './routes/auth.ts'
+import { vmRoutes } from './routes/vms.ts'
+
+export interface ApiServer {
+  start: () => Promise<void>
+  stop: () => Promise<void>
+  /** host:port actually listened on (after start). */
+  address: () => string
+  routes: RouteDef[]
+}
+
+/** Every REST route; exported for the OpenAPI document and the route-by-role test. */
+export function apiRoutes (components: ApiComponents): RouteDef[] {
+  return [...authRoutes(components), ...vmRoutes(components)]
+}
+
+export function createApiServer (components: ApiComponents, init: ApiInit): ApiServer {
+  const { logger } = components
+  const routes = apiRoutes(components)
+  const openapi = buildOpenApi(routes, init.version)
+  const app = new Koa({ proxy: false })
+  const router = new Router()
+
+  app.use(accessLog(components))
+  app.use(problemMiddleware(logger))
+  app.use(bodyParser({ enableTypes: ['json'], jsonLimit: init.maxBodyBytes, jsonStrict: true, encoding: 'utf-8' }))
+
+  router.get('/health', (ctx: Context) => { ctx.body = { status: 'ok', version: init.version } })
+  router.get('/api/openapi.json', (ctx: Context) => { ctx.body = openapi })
+  for (const route of routes) router[route.method](route.path, handlerFor(route, components))
+
+  app.use(router.routes())
+  app.use(router.allowedMethods({ throw: true, methodNotAllowed: () => new MethodNotAllowedError('this path does not take that method; GET /api/openapi.json lists what it takes'), notImplemented: () => new MethodNotAllowedError('that HTTP method is not supported') }))
+  app.use(async (ctx: Context) => { throw new RouteNotFoundError(`no route ${ctx.method} ${ctx.path}; GET /api/openapi.json lists every route`) })
+
+  const websockets = createWebsocketGateway(components)
+  let server: Server | undefined
+
+  return {
+    routes,
+    async start () {
+      const { host, port } = splitAddr(init.addr)
+      server = createServer(app.callback())
+      server.requestTimeout = 0 // exec and ?wait=true may legitimately take long; clients set their own limits
+      server.headersTimeout = 30_000
+      server.on('upgrade', (req, socket, head) => { void websockets.handleUpgrade(req, socket, head) })
+      await new Promise<void>((resolve, reject) => {
+        server?.once('error', reject)
+        server?.listen(port, host, () => resolve())
+      })
+    },
+    async stop () {
+      websockets.close()
+      if (server == null) return
+      const s = server
+      server = undefined
+      s.closeAllConnections()
+      await new Promise<void>(resolve => s.close(() => resolve()))
+    },
+    address () {
+      const a = server?.address() as AddressInfo | null
+      if (a == null) return init.addr
+      return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`
+    }
+  }
+}
+
+/** Authenticate, authorise, validate, then run the handler; errors go to the one problem middleware. */
+function handlerFor (route: RouteDef, components: ApiComponents) {
+  return async function handle (ctx: Context): Promise<void> {
+    let principal
+    if (route.claim != null) {
+      const credential = credentialOf(ctx.req, new URL(ctx.href), false)
+      if (credential == null) throw new UnauthenticatedError('this route needs a token: send Authorization: Bearer <token> (POST /api/v1/auth/token gives one) or an API key')
+      principal = await components.auth.authenticate(credential)
+      components.auth.authorize(principal, route.claim)
+      ctx.state.subject = principal.subject
+    }
+    const params = route.params != null ? validateInput(route.params, { ...ctx.params }, 'path') : {}
+    const query = route.query != null ? validateInput(route.query, { ...ctx.query }, 'query') : {}
+    let body: unknown
+    if (route.body != null) {
+      if (!ctx.is('application/json')) throw new UnsupportedBodyError('send the request body as JSON with Content-Type: application/json')
+      body = validateInput(route.body, (ctx.request as unknown as { body: unknown }).body, 'body')
+    }
+    const result = await route.handler({ body, params, query, principal: principal as NonNullable<typeof principal>, ctx })
+    ctx.status = result.status ?? 200
+    if (result.body !== undefined) ctx.body = result.body
+  }
+}
+
+/** One line per request: who, what, how it ended and how long it took. Never headers or bodies. */
+function accessLog ({ logger }: ApiComponents) {
+  return async function log (ctx: Context, next: Next): Promise<void> {
+    const started = performance.now()
+    try {
+      await next()
+    } finally {
+      const ms = Math.round((performance.now() - started) * 10) / 10
+      const line = { method: ctx.method, path: ctx.path, status: ctx.status, ms, subject: ctx.state.subject as string | undefined }
+      if (ctx.path === '/health') logger.trace(line, 'request')
+      else logger.info(line, 'request')
+    }
+  }
+}
+
+function splitAddr (addr: string): { host: string, port: number } {
+  const i = addr.lastIndexOf(':')
+  return { host: addr.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(addr.slice(i + 1)) }
+}
