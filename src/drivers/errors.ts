@@ -39,3 +39,8 @@ export class HypervisorLicenseError extends CorralError {
 export class HostDiskFullError extends CorralError {
   override name = 'HostDiskFullError'
 }
+
+/** The guest agent answered with an error (unknown command, bad arguments); the message carries its words. */
+export class GuestAgentCommandError extends CorralError {
+  override name = 'GuestAgentCommandError'
+}
