@@ -30,6 +30,7 @@ const statusByName: Record<string, number> = {
   RoleInUseError: 409,
   BuiltinRoleError: 409,
   LastAdminError: 409,
+  AuthNotStartedError: 503,
   ImageExistsError: 409,
   PayloadTooLargeError: 413,
   AccountLockedError: 429,

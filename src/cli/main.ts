@@ -1,0 +1,39 @@
+import { readFileSync } from 'node:fs'
+import { Command, Option, CommanderError } from 'commander'
+import { CorralError } from '../errors.ts'
+import { CliError } from './errors.ts'
+import { nodeCommand } from './node-command.ts'
+import { clientCommands } from './client-commands.ts'
+
+const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
+// The CLI is the only place that reads the environment; everything below gets values passed in.
+const env = process.env
+
+const program = new Command('corral')
+  .version(version)
+  .description('disposable VMs for CI across a mesh of hosts')
+  .addOption(new Option('--server <url>', 'node to talk to').env('CORRAL_URL'))
+  .addOption(new Option('--token <token>', 'token to use instead of the saved login').env('CORRAL_TOKEN'))
+  .addOption(new Option('--api-key <key>', 'API key to use instead of a token').env('CORRAL_API_KEY'))
+  .option('--json', 'machine-readable output')
+  .exitOverride()
+
+program.addCommand(nodeCommand(version, env))
+for (const command of clientCommands(env)) program.addCommand(command)
+
+try {
+  await program.parseAsync(process.argv)
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exitCode = err.exitCode
+  } else if (err instanceof CliError) {
+    process.stderr.write(`corral: ${err.message}\n`)
+    process.exitCode = err.exitCode
+  } else if (err instanceof CorralError) {
+    process.stderr.write(`corral: ${err.message}\n`)
+    process.exitCode = 1
+  } else {
+    process.stderr.write(`corral: unexpected error: ${(err as Error).stack ?? String(err)}\n`)
+    process.exitCode = 1
+  }
+}
