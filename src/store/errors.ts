@@ -14,3 +14,18 @@ export class StoreVersionError extends CorralError {
 export class StoreKeyError extends CorralError {
   override name = 'StoreKeyError'
 }
+
+/** The store was used before start() finished, or written after stop(). */
+export class StoreClosedError extends CorralError {
+  override name = 'StoreClosedError'
+}
+
+/** A value cannot be stored as JSON (undefined, a function, a BigInt, a cycle...). */
+export class StoreValueError extends CorralError {
+  override name = 'StoreValueError'
+}
+
+/** A state file could not be written (disk full, permissions...); the message names the file. */
+export class StoreWriteError extends CorralError {
+  override name = 'StoreWriteError'
+}
