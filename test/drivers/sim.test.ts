@@ -1,0 +1,61 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { pino } from 'pino'
+import { createSimDriver } from '../../src/drivers/sim/index.ts'
+import { selectDriver } from '../../src/drivers/select.ts'
+import { MemoryStore } from '../helpers/memory-store.ts'
+import { driverCompliance } from './compliance.ts'
+
+const timings = { createMs: 0, startMs: 0, stopMs: 0, deleteMs: 0, execMs: 0 }
+const makeSim = (store = new MemoryStore()) => createSimDriver({ logger: pino({ level: 'silent' }), store }, { cpus: 8, memoryMiB: 16384, diskMiB: 500000, arch: 'x86_64', labels: { rack: 'a' }, timings })
+
+driverCompliance('sim', async () => {
+  const driver = makeSim()
+  await driver.open()
+  const [image] = await driver.listImages()
+  return { driver, image, port: 80, cleanup: async () => await driver.close() }
+})
+
+test('sim says it is simulated everywhere it answers', async () => {
+  const driver = makeSim()
+  const capacity = await driver.capacity()
+  assert.equal(capacity.simulated, true)
+  assert.equal(driver.simulated, true)
+  for (const image of await driver.listImages()) assert.equal(image.simulated, true)
+})
+
+test('sim offers a macOS, a Windows and a Linux image at once', async () => {
+  const os = (await makeSim().listImages()).map(i => i.os).sort()
+  assert.deepEqual(os, ['linux', 'macos', 'windows'])
+})
+
+test('an unknown command exits 127 and lists what a simulated guest understands', async () => {
+  const driver = makeSim()
+  const [image] = await driver.listImages()
+  await driver.create({ id: 'vm-1', name: 'one', image, cpus: 1, memoryMiB: 512 })
+  await driver.start('vm-1')
+  const r = await driver.exec('vm-1', { command: ['gcc', '--version'], timeoutMs: 1000 })
+  assert.equal(r.exitCode, 127)
+  assert.match(r.stderr, /command not found: gcc.*understands: echo/)
+})
+
+test('simulated VMs outlive the driver instance (a node restart), as real ones do', async () => {
+  const store = new MemoryStore()
+  const first = makeSim(store)
+  const [image] = await first.listImages()
+  await first.create({ id: 'vm-2', name: 'two', image, cpus: 1, memoryMiB: 512 })
+  await first.start('vm-2')
+  await first.close()
+  const second = makeSim(store)
+  await second.open()
+  assert.deepEqual((await second.list()).map(v => [v.id, v.state]), [['vm-2', 'running']])
+})
+
+test('auto never picks sim; it finds prlctl, then qemu, or refuses with install advice', () => {
+  const probe = (present: string[]) => ({ which: (c: string) => present.includes(c) ? `/usr/bin/${c}` : undefined, platform: 'linux' as const, qemuArch: 'x86_64' })
+  assert.equal(selectDriver('auto', probe(['prlctl', 'qemu-system-x86_64'])), 'parallels')
+  assert.equal(selectDriver('auto', probe(['qemu-system-x86_64'])), 'qemu')
+  assert.throws(() => selectDriver('auto', probe([])), (err: Error) => err.name === 'DriverUnavailableError' && /apt-get install qemu-system-x86/.test(err.message) && /CORRAL_DRIVER=sim/.test(err.message))
+  assert.throws(() => selectDriver('qemu', probe([])), { name: 'DriverUnavailableError' })
+  assert.equal(selectDriver('sim', probe([])), 'sim')
+})
