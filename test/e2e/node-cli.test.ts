@@ -1,0 +1,83 @@
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { mkdtemp, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { startNodeProcess, corralBin, ADMIN_PASSWORD, type NodeProcess } from '../helpers/node-process.ts'
+
+let node: NodeProcess | undefined
+let configDir: string | undefined
+after(async () => {
+  await node?.destroy()
+  if (configDir != null) await rm(configDir, { recursive: true, force: true })
+})
+
+/** Runs the real `corral` CLI as a user would, with a bounded wait. */
+async function corral (args: string[], env: Record<string, string> = {}): Promise<{ code: number, stdout: string, stderr: string }> {
+  return await new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [corralBin, ...args], {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? tmpdir(), CORRAL_URL: node?.url ?? '', CORRAL_CONFIG_DIR: configDir ?? '', ...env },
+      stdio: ['ignore', 'pipe', 'pipe']
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
+    child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`corral ${args.join(' ')} did not finish in 60 s`)) }, 60_000)
+    child.on('exit', code => { clearTimeout(timer); resolve({ code: code ?? -1, stdout, stderr }) })
+  })
+}
+
+test('a CI job through the CLI: login, image list, vm create, exec, stop, delete, then not found', async () => {
+  node = await startNodeProcess()
+  configDir = await mkdtemp(join(tmpdir(), 'corral-cli-'))
+
+  const bad = await corral(['login', '--password', 'wrong-password'])
+  assert.notEqual(bad.code, 0)
+  assert.match(bad.stderr, /401/)
+
+  const login = await corral(['login', '--username', 'admin', '--password', ADMIN_PASSWORD])
+  assert.equal(login.code, 0, login.stderr)
+  assert.equal(((await stat(join(configDir, 'session.json'))).mode & 0o777), 0o600)
+
+  const images = await corral(['image', 'list'])
+  assert.equal(images.code, 0)
+  assert.match(images.stdout, /sim-windows-11/)
+
+  const created = await corral(['--json', 'vm', 'create', 'sim-ubuntu-24.04', '--name', 'e2e-cli', '--cpus', '1'])
+  assert.equal(created.code, 0, created.stderr)
+  const vm = JSON.parse(created.stdout) as { id: string, state: string }
+  assert.equal(vm.state, 'running')
+
+  const list = await corral(['vm', 'list'])
+  assert.match(list.stdout, /e2e-cli/)
+
+  const exec = await corral(['vm', 'exec', vm.id, '--', 'uname', '-a'])
+  assert.equal(exec.code, 0)
+  assert.match(exec.stdout, /Linux e2e-cli/)
+  const failing = await corral(['vm', 'exec', vm.id, '--', 'exit', '7'])
+  assert.equal(failing.code, 7, 'the CLI exits with the command\'s exit code')
+
+  assert.equal((await corral(['vm', 'stop', vm.id])).code, 0)
+  const wrong = await corral(['vm', 'suspend', vm.id])
+  assert.notEqual(wrong.code, 0)
+  assert.match(wrong.stderr, /409.*while it is stopped/)
+
+  assert.equal((await corral(['vm', 'delete', vm.id])).code, 0)
+  const gone = await corral(['vm', 'get', vm.id])
+  assert.notEqual(gone.code, 0)
+  assert.match(gone.stderr, /404/)
+})
+
+test('a bad config value stops the node with the key, the value and what is allowed', async () => {
+  const out = await corral(['node'], { CORRAL_DRIVER: 'vmware', CORRAL_DATA_DIR: join(tmpdir(), 'corral-never-created') })
+  assert.equal(out.code, 2)
+  assert.match(out.stderr, /driver.*CORRAL_DRIVER.*"vmware".*auto, qemu, parallels, sim/)
+})
+
+test('with no hypervisor and no driver named, the node refuses to start and says how to get one', async () => {
+  const out = await corral(['node', '--data-dir', join(tmpdir(), 'corral-no-driver')], { PATH: '/nonexistent', CORRAL_DRIVER: 'auto' })
+  assert.notEqual(out.code, 0)
+  assert.match(out.stderr, /no hypervisor found.*CORRAL_DRIVER=sim/)
+})
