@@ -128,7 +128,7 @@ export class SimDriver extends EventTarget implements Driver {
     if (this.components.store.get<SimVm>(COLLECTION, id) == null) return
     this.closeForwards(id)
     await this.delay(this.init.timings.deleteMs, options)
-    await this.components.store.delete(COLLECTION, id)
+    void this.components.store.delete(COLLECTION, id).catch(() => undefined)
   }
 
   async exec (id: string, request: ExecRequest): Promise<ExecResult> {
@@ -176,8 +176,9 @@ export class SimDriver extends EventTarget implements Driver {
     return this.describe(vm)
   }
 
+  /** Simulated hypervisor state is written behind: it only has to outlive a clean node restart. */
   private async save (vm: SimVm): Promise<void> {
-    await this.components.store.put(COLLECTION, vm.id, vm)
+    void this.components.store.put(COLLECTION, vm.id, vm).catch((err: Error) => this.components.logger.error({ vm: vm.id, err: err.message }, 'could not persist simulated VM'))
   }
 
   private describe (vm: SimVm): DriverVm {

@@ -5,7 +5,7 @@ import type { Store } from '../../store/types.ts'
 import type { LocalImages } from '../../catalog/index.ts'
 import { InsufficientCapacityError, InvalidVmStateError, VmNameTakenError, VmNotFoundError, VmRequestError } from '../errors.ts'
 import { ReservationLedger, type Resources } from './reservations.ts'
-import { actionRules, canDo, refusal, type VmAction, type VmState } from './vm-state.ts'
+import { actionRules, canDo, isTransitional, refusal, type VmAction, type VmState } from './vm-state.ts'
 import type { VmEvent, VmRecord } from './vm-record.ts'
 
 export interface HostAgentComponents {
@@ -168,7 +168,9 @@ export class HostAgent extends EventTarget {
     const { driver, logger } = this.components
     try {
       const created = await driver.create({ id: record.id, name: record.name, image, cpus: record.cpus, memoryMiB: record.memoryMiB })
-      await this.setState(record, 'stopped', undefined, { info: created.info })
+      // Going straight on to boot, the VM passes from creating to starting without a settled stop.
+      if (boot) record.info = created.info
+      else await this.setState(record, 'stopped', undefined, { info: created.info })
     } catch (err) {
       logger.error({ vm: record.id, err: (err as Error).message }, 'VM creation failed')
       await this.setState(record, 'failed', `creation failed: ${(err as Error).message}`)
@@ -279,7 +281,14 @@ export class HostAgent extends EventTarget {
     if (extra.ports != null) record.ports = extra.ports
     if (extra.info != null) record.info = extra.info
     if (state === 'stopped' || state === 'failed') record.ports = []
-    await this.components.store.put(COLLECTION, record.id, record)
+    const write = this.components.store.put(COLLECTION, record.id, record)
+    // A transitional state need not be durable before the driver acts: after a crash, reconciling asks
+    // the hypervisor anyway. Settled states are awaited, so what a client is told is on disk.
+    if (isTransitional(state) && state !== 'creating') {
+      void write.catch((err: Error) => this.components.logger.error({ vm: record.id, err: err.message }, 'could not persist VM state'))
+    } else {
+      await write
+    }
     if (previous !== state) this.emit({ type: 'vm.state', vm: record, previous, at: record.updatedAt })
   }
 
