@@ -1,0 +1,138 @@
+/**
+ * The member table and its failure detector. No networking: the mesh feeds it heartbeats,
+ * connection events and ping results, and calls tick() on a timer. Status follows the time since
+ * a node was last heard from:
+ *
+ *   alive --(suspectAfterMs silent, or lost connection + failed ping)--> suspect
+ *   suspect --(deadAfterMs silent)--> dead
+ *   suspect/dead --(heartbeat or successful ping)--> alive
+ */
+import type { SafeEmitter } from './emitter.ts'
+import type { HeartbeatMessage } from './wire.ts'
+import type { Member, MeshEvents, MemberStatus } from './types.ts'
+
+export interface MembershipInit {
+  selfId: string
+  events: SafeEmitter<MeshEvents>
+  clock: () => number
+  suspectAfterMs: number
+  deadAfterMs: number
+}
+
+export interface HeartbeatOutcome {
+  /** First time this node is heard of. */
+  joined: boolean
+  /** The NodeState changed (newer version). */
+  updated: boolean
+  /** The addresses changed; the dialer should learn them. */
+  addrsChanged: boolean
+}
+
+export class Membership {
+  private readonly table = new Map<string, Member>()
+  private readonly init: MembershipInit
+
+  constructor (init: MembershipInit) {
+    this.init = init
+  }
+
+  get (peerId: string): Member | undefined {
+    const m = this.table.get(peerId)
+    return m === undefined ? undefined : snapshot(m)
+  }
+
+  /** Other members (self excluded). */
+  list (): Member[] {
+    return [...this.table.values()].map(snapshot)
+  }
+
+  ids (status?: MemberStatus): string[] {
+    const out: string[] = []
+    for (const m of this.table.values()) if (status === undefined || m.status === status) out.push(m.peerId)
+    return out
+  }
+
+  onHeartbeat (hb: HeartbeatMessage): HeartbeatOutcome {
+    const outcome: HeartbeatOutcome = { joined: false, updated: false, addrsChanged: false }
+    if (hb.peerId === this.init.selfId) return outcome
+    const now = this.init.clock()
+    const existing = this.table.get(hb.peerId)
+    if (existing === undefined) {
+      const member: Member = { ...copyState(hb), status: 'alive', lastSeen: now, statusSince: now, self: false }
+      this.table.set(hb.peerId, member)
+      this.init.events.emit('member:join', snapshot(member))
+      return { joined: true, updated: true, addrsChanged: true }
+    }
+    existing.lastSeen = Math.max(existing.lastSeen, now)
+    if (hb.version > existing.version) {
+      outcome.addrsChanged = !sameList(existing.addrs, hb.addrs)
+      Object.assign(existing, copyState(hb))
+      if (hb.apiAddress === undefined) delete existing.apiAddress
+      outcome.updated = true
+    }
+    // Revival first, so listeners of 'member:update' see the member alive.
+    this.revive(existing, now)
+    if (outcome.updated) this.init.events.emit('member:update', snapshot(existing))
+    return outcome
+  }
+
+  /** A connection opened or a ping answered: the process is there. Unknown peers are ignored. */
+  onContact (peerId: string): void {
+    const m = this.table.get(peerId)
+    if (m === undefined) return
+    const now = this.init.clock()
+    m.lastSeen = Math.max(m.lastSeen, now)
+    this.revive(m, now)
+  }
+
+  /** The connection dropped and a direct ping failed: suspect now rather than after the timeout. */
+  onUnreachable (peerId: string): void {
+    const m = this.table.get(peerId)
+    if (m === undefined || m.status !== 'alive') return
+    this.setStatus(m, 'suspect', this.init.clock())
+  }
+
+  /** Apply the timeouts. Returns the members that are suspect after this tick (to be pinged). */
+  tick (): string[] {
+    const now = this.init.clock()
+    const suspects: string[] = []
+    for (const m of this.table.values()) {
+      const silent = now - m.lastSeen
+      if (silent >= this.init.deadAfterMs) {
+        if (m.status !== 'dead') {
+          // Never skip the suspect step: listeners may rely on seeing it first.
+          if (m.status === 'alive') this.setStatus(m, 'suspect', now)
+          this.setStatus(m, 'dead', now)
+        }
+      } else if (silent >= this.init.suspectAfterMs && m.status === 'alive') {
+        this.setStatus(m, 'suspect', now)
+      }
+      if (m.status === 'suspect') suspects.push(m.peerId)
+    }
+    return suspects
+  }
+
+  private revive (m: Member, now: number): void {
+    if (m.status !== 'alive') this.setStatus(m, 'alive', now)
+  }
+
+  private setStatus (m: Member, status: MemberStatus, now: number): void {
+    m.status = status
+    m.statusSince = now
+    this.init.events.emit(`member:${status}`, snapshot(m))
+  }
+}
+
+function copyState (hb: HeartbeatMessage): Omit<HeartbeatMessage, never> {
+  const out: HeartbeatMessage = { peerId: hb.peerId, nodeName: hb.nodeName, addrs: [...hb.addrs], version: hb.version, state: hb.state }
+  if (hb.apiAddress !== undefined) out.apiAddress = hb.apiAddress
+  return out
+}
+
+function snapshot (m: Member): Member {
+  return { ...m, addrs: [...m.addrs], state: structuredClone(m.state) }
+}
+
+function sameList (a: string[], b: string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i])
+}

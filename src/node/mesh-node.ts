@@ -1,0 +1,705 @@
+/**
+ * The mesh node: one libp2p host (TCP, private network, noise, yamux, identify, ping, gossipsub,
+ * optional mDNS) and the corral services on top of it — membership, records, sync and rpc. This
+ * file wires them together and runs the one timer; each service lives in its own module.
+ */
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { gossipsub, StrictSign, TopicValidatorResult } from '@libp2p/gossipsub'
+import type { GossipSub, Message } from '@libp2p/gossipsub'
+import { identify } from '@libp2p/identify'
+import { mdns } from '@libp2p/mdns'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
+import { ping } from '@libp2p/ping'
+import type { Ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import type { Connection, Libp2p, PeerDiscovery, PeerId, PeerInfo, PrivateKey, Stream } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import type { Logger } from 'pino'
+import { BootstrapDialer } from './bootstrap.ts'
+import { clusterKeyBytes } from './cluster-key.ts'
+import {
+  DEFAULTS, HEARTBEAT_TOPIC, MAX_GOSSIP_RPC_BYTES, MAX_HEARTBEAT_BYTES, MAX_RECORDS_MESSAGE_BYTES, RECORDS_TOPIC,
+  RPC_PROTOCOL, SYNC_PROTOCOL
+} from './constants.ts'
+import { SafeEmitter } from './emitter.ts'
+import { MeshNotRunningError, NodeStateInvalidError, PeerUnavailableError } from './errors.ts'
+import { Membership } from './membership.ts'
+import { MeshCounters } from './metrics.ts'
+import { loadOrCreatePeerKey } from './peer-key.ts'
+import { clusterKeyProtector, MismatchLogLimiter } from './protector.ts'
+import { MeshRecordStore } from './record-store.ts'
+import type { RecordEntry } from './records.ts'
+import { RpcService } from './rpc.ts'
+import { syncAsInitiator, syncAsResponder } from './sync.ts'
+import type {
+  BootstrapRetryOptions, Member, MeshEventName, MeshEvents, MeshMetrics, MeshNode, MeshNodeComponents, MeshNodeInit,
+  RecordStore, RequestOptions, RpcHandler, SelfInfo
+} from './types.ts'
+import { decodeHeartbeat, decodeRecordsGossip, encodeJson, jsonSize } from './wire.ts'
+import type { HeartbeatMessage, RecordsGossipMessage } from './wire.ts'
+
+type MeshServices = {
+  identify: unknown
+  ping: Ping
+  pubsub: GossipSub
+  mdns?: PeerDiscovery
+}
+
+/** A whole sync exchange, however large, must finish within this. */
+const SYNC_TIMEOUT_MS = 60_000
+/** With no connection at all, retry the bootstrap list this often. */
+const REBOOTSTRAP_MS = 10_000
+/** Dials started per tick to reach targetPeers: joins spread out instead of storming. */
+const TOP_UP_DIALS_PER_TICK = 2
+/** Leaves room in a heartbeat for everything but the caller's state. */
+const MAX_STATE_BYTES = MAX_HEARTBEAT_BYTES - 16 * 1024
+
+interface ResolvedInit extends MeshNodeInit {
+  syncIntervalMs: number
+  targetPeers: number
+  bootstrapRetry: BootstrapRetryOptions
+  rpcTimeoutMs: number
+  tombstoneTtlMs: number
+}
+
+/**
+ * Build a mesh node: loads (or creates) the peer identity key and prepares libp2p without
+ * opening any socket. Throws ClusterKeyInvalidError for a bad key and RangeError for timings that
+ * make no sense; call start() to join.
+ */
+export async function createMeshNode (components: MeshNodeComponents, init: MeshNodeInit): Promise<MeshNode> {
+  const resolved = resolveInit(init)
+  const psk = clusterKeyBytes(init.clusterKey)
+  const log = components.logger.child({ component: 'mesh' })
+  const privateKey = await loadOrCreatePeerKey(init.dataDir, log)
+  const node = new MeshNodeImpl(components, resolved, log, privateKey)
+  await node.build(psk)
+  return node
+}
+
+function resolveInit (init: MeshNodeInit): ResolvedInit {
+  if (!(init.heartbeatMs > 0)) throw new RangeError('heartbeatMs must be positive')
+  if (!(init.suspectAfterMs > init.heartbeatMs)) throw new RangeError('suspectAfterMs must exceed heartbeatMs, or every member flaps to suspect')
+  if (!(init.deadAfterMs > init.suspectAfterMs)) throw new RangeError('deadAfterMs must exceed suspectAfterMs')
+  if (init.nodeName.length === 0 || init.nodeName.length > 128) throw new RangeError('nodeName must be 1 to 128 characters')
+  return {
+    ...init,
+    syncIntervalMs: init.syncIntervalMs ?? DEFAULTS.syncIntervalMs,
+    targetPeers: init.targetPeers ?? DEFAULTS.targetPeers,
+    bootstrapRetry: init.bootstrapRetry ?? { ...DEFAULTS.bootstrap },
+    rpcTimeoutMs: init.rpcTimeoutMs ?? DEFAULTS.rpcTimeoutMs,
+    tombstoneTtlMs: init.tombstoneTtlMs ?? DEFAULTS.tombstoneTtlMs
+  }
+}
+
+class MeshNodeImpl implements MeshNode {
+  private readonly init: ResolvedInit
+  private readonly components: MeshNodeComponents
+  private readonly log: Logger
+  private readonly clock: () => number
+  private readonly selfId: string
+  private readonly privateKey: PrivateKey
+  private readonly events: SafeEmitter<MeshEvents>
+  private readonly counters = new MeshCounters()
+  private readonly membership: Membership
+  private readonly recordStore: MeshRecordStore
+  private readonly rpc: RpcService
+  private readonly bootstrap: BootstrapDialer
+  private libp2p!: Libp2p<MeshServices>
+
+  private phase: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new'
+  private stopping: Promise<void> | undefined
+  private lifecycle: AbortController | undefined
+  private timer: NodeJS.Timeout | undefined
+  private heartbeatSoon: NodeJS.Immediate | undefined
+  private startedAt = 0
+
+  // This node's own NodeState.
+  private localState: unknown = {}
+  private apiAddress: string | undefined
+  private version = 0
+  private announcedAddrs: string[] = []
+
+  // Housekeeping.
+  private readonly pinging = new Set<string>()
+  private readonly syncing = new Set<string>()
+  private readonly lastRedial = new Map<string, number>()
+  private lastPeriodicSync = 0
+  private lastBootstrap = 0
+  private lastPurge = 0
+  /** Validated gossip payloads, handed from the topic validator to the message listener. */
+  private readonly decoded = new WeakMap<Message, HeartbeatMessage | RecordsGossipMessage>()
+  private readonly mismatchLog: MismatchLogLimiter
+
+  readonly records: RecordStore
+
+  constructor (components: MeshNodeComponents, init: ResolvedInit, log: Logger, privateKey: PrivateKey) {
+    this.components = components
+    this.init = init
+    this.log = log
+    this.clock = components.clock ?? Date.now
+    this.privateKey = privateKey
+    this.selfId = peerIdFromPrivateKey(privateKey).toString()
+    this.events = new SafeEmitter<MeshEvents>(log)
+    this.apiAddress = init.apiAddress
+    this.version = this.clock()
+    this.mismatchLog = new MismatchLogLimiter(60_000, this.clock)
+    this.membership = new Membership({
+      selfId: this.selfId,
+      events: this.events,
+      clock: this.clock,
+      suspectAfterMs: init.suspectAfterMs,
+      deadAfterMs: init.deadAfterMs
+    })
+    this.recordStore = new MeshRecordStore({
+      nodeId: this.selfId,
+      store: components.store,
+      log,
+      events: this.events,
+      counters: this.counters,
+      clock: this.clock,
+      maxClockDriftMs: DEFAULTS.maxClockDriftMs,
+      publish: async entries => { await this.publishRecords(entries) }
+    })
+    this.records = this.guardedRecords()
+    this.rpc = new RpcService({
+      selfId: this.selfId,
+      log,
+      counters: this.counters,
+      defaultTimeoutMs: init.rpcTimeoutMs,
+      describe: id => this.describe(id),
+      reachability: id => this.reachability(id),
+      dialProtocol: async (id, signal) => await this.libp2p.dialProtocol(peerIdFromString(id), RPC_PROTOCOL, { signal }),
+      lifecycle: () => this.lifecycle?.signal
+    })
+    this.bootstrap = new BootstrapDialer({
+      addrs: init.bootstrap,
+      selfId: this.selfId,
+      retry: init.bootstrapRetry,
+      log,
+      dial: async (addr, signal) => {
+        await this.libp2p.dial(multiaddr(addr), { signal: AbortSignal.any([signal, AbortSignal.timeout(DEFAULTS.dialTimeoutMs)]) })
+      }
+    })
+  }
+
+  async build (psk: Uint8Array): Promise<void> {
+    const services: Record<string, unknown> = {
+      identify: identify(),
+      ping: ping(),
+      pubsub: gossipsub({
+        globalSignaturePolicy: StrictSign,
+        allowPublishToZeroTopicPeers: true,
+        fallbackToFloodsub: false,
+        emitSelf: false,
+        allowedTopics: [HEARTBEAT_TOPIC, RECORDS_TOPIC],
+        maxInboundDataLength: MAX_GOSSIP_RPC_BYTES,
+        scoreParams: { IPColocationFactorWeight: this.init.gossip.colocationWeight }
+      })
+    }
+    if (this.init.mdns.enabled) {
+      services.mdns = mdns({ serviceTag: this.init.mdns.serviceTag, interval: this.init.mdns.intervalMs })
+    }
+    this.libp2p = await createLibp2p<MeshServices>({
+      start: false,
+      privateKey: this.privateKey,
+      addresses: { listen: this.init.listen, ...(this.init.announce !== undefined ? { announce: this.init.announce } : {}) },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      connectionProtector: clusterKeyProtector({
+        psk,
+        timeoutMs: DEFAULTS.privateNetworkTimeoutMs,
+        onMismatch: (remote, direction) => {
+          this.counters.inc('privateNetworkRejected')
+          if (this.mismatchLog.shouldLog(remote)) {
+            this.log.warn({ remote, direction }, `peer ${remote} failed the private-network handshake: the cluster keys differ. ` +
+              'Every node needs the same cluster key (see `corral cluster init` and --join).')
+          }
+        }
+      }),
+      connectionManager: {
+        dialTimeout: DEFAULTS.dialTimeoutMs,
+        ...(this.init.allowAddresses !== undefined ? { allow: this.init.allowAddresses } : {})
+      },
+      services: services as never
+    })
+  }
+
+  async start (): Promise<void> {
+    if (this.phase === 'running' || this.phase === 'starting') return
+    if (this.phase !== 'new') throw new MeshNotRunningError('This mesh node was stopped and cannot be started again; create a new one.')
+    this.phase = 'starting'
+    this.recordStore.load()
+    this.lifecycle = new AbortController()
+    const node = this.libp2p
+    await node.handle(SYNC_PROTOCOL, (stream, connection) => this.onSyncStream(stream, connection), { maxInboundStreams: 2, maxOutboundStreams: 2 })
+    await node.handle(RPC_PROTOCOL, (stream, connection) => this.rpc.onStream(stream, connection), { maxInboundStreams: 256, maxOutboundStreams: 256 })
+    const pubsub = node.services.pubsub
+    pubsub.topicValidators.set(HEARTBEAT_TOPIC, (_peer, msg) => this.validateGossip(HEARTBEAT_TOPIC, msg))
+    pubsub.topicValidators.set(RECORDS_TOPIC, (_peer, msg) => this.validateGossip(RECORDS_TOPIC, msg))
+    pubsub.addEventListener('message', this.onGossip)
+    pubsub.addEventListener('subscription-change', this.onSubscriptionChange)
+    node.addEventListener('peer:connect', this.onPeerConnect)
+    node.addEventListener('peer:disconnect', this.onPeerDisconnect)
+    node.services.mdns?.addEventListener('peer', this.onMdnsPeer)
+
+    await node.start()
+    pubsub.subscribe(HEARTBEAT_TOPIC)
+    pubsub.subscribe(RECORDS_TOPIC)
+    this.startedAt = this.clock()
+    this.lastPeriodicSync = this.startedAt
+    this.lastPurge = this.startedAt
+    this.phase = 'running'
+    this.timer = setInterval(() => { this.tick() }, this.init.heartbeatMs)
+    this.lastBootstrap = this.clock()
+    void this.bootstrap.run()
+    this.publishHeartbeat()
+    this.log.info({ peerId: this.selfId, nodeName: this.init.nodeName, addrs: this.selfAddrs() }, 'mesh node started')
+  }
+
+  async stop (): Promise<void> {
+    if (this.phase === 'new') {
+      this.phase = 'stopped'
+      return
+    }
+    this.stopping ??= this.doStop()
+    await this.stopping
+  }
+
+  private async doStop (): Promise<void> {
+    this.phase = 'stopping'
+    this.lifecycle?.abort(new MeshNotRunningError('the mesh node is stopping'))
+    clearInterval(this.timer)
+    if (this.heartbeatSoon !== undefined) clearImmediate(this.heartbeatSoon)
+    this.bootstrap.stop()
+    const node = this.libp2p
+    node.removeEventListener('peer:connect', this.onPeerConnect)
+    node.removeEventListener('peer:disconnect', this.onPeerDisconnect)
+    node.services.pubsub.removeEventListener('message', this.onGossip)
+    node.services.pubsub.removeEventListener('subscription-change', this.onSubscriptionChange)
+    node.services.mdns?.removeEventListener('peer', this.onMdnsPeer)
+    try {
+      await node.stop()
+    } catch (err) {
+      this.log.warn({ err }, 'libp2p did not stop cleanly')
+    }
+    this.phase = 'stopped'
+    this.log.info({ peerId: this.selfId }, 'mesh node stopped')
+  }
+
+  // ---- identity and membership -------------------------------------------------------------
+
+  self (): SelfInfo {
+    return { peerId: this.selfId, nodeName: this.init.nodeName, multiaddrs: this.selfAddrs() }
+  }
+
+  members (): Member[] {
+    return [this.selfMember(), ...this.membership.list()]
+  }
+
+  member (peerId: string): Member | undefined {
+    return peerId === this.selfId ? this.selfMember() : this.membership.get(peerId)
+  }
+
+  setLocalState (state: unknown): void {
+    const size = jsonSize(state)
+    if (size === undefined) throw new NodeStateInvalidError('The node state has no JSON form; use plain objects, arrays, strings, numbers, booleans or null.')
+    if (size > MAX_STATE_BYTES) {
+      throw new NodeStateInvalidError(`The node state is ${size} bytes of JSON, over the ${MAX_STATE_BYTES}-byte heartbeat budget; ` +
+        'move bulky data into records and keep a summary in the state.', { size })
+    }
+    this.localState = JSON.parse(JSON.stringify(state))
+    this.bumpVersion()
+  }
+
+  setApiAddress (address: string | undefined): void {
+    if (address !== undefined && address.length > 512) throw new NodeStateInvalidError('The API address is longer than 512 characters.')
+    this.apiAddress = address
+    this.bumpVersion()
+  }
+
+  async connect (addr: string, options: { signal?: AbortSignal } = {}): Promise<void> {
+    this.requireRunning()
+    const signals = [AbortSignal.timeout(DEFAULTS.dialTimeoutMs), this.lifecycle!.signal]
+    if (options.signal !== undefined) signals.push(options.signal)
+    try {
+      await this.libp2p.dial(multiaddr(addr), { signal: AbortSignal.any(signals) })
+    } catch (err) {
+      const mismatch = findError(err, 'ClusterKeyMismatchError')
+      if (mismatch !== undefined) throw mismatch
+      throw new PeerUnavailableError(`could not connect to ${addr}: ${(err as Error)?.message ?? String(err)}`, { addr }, { cause: err })
+    }
+  }
+
+  on<E extends MeshEventName> (event: E, listener: (detail: MeshEvents[E]) => void): void {
+    this.events.on(event, listener)
+  }
+
+  off<E extends MeshEventName> (event: E, listener: (detail: MeshEvents[E]) => void): void {
+    this.events.off(event, listener)
+  }
+
+  metrics (): MeshMetrics {
+    return this.counters.snapshot()
+  }
+
+  // ---- rpc ------------------------------------------------------------------------------------
+
+  handleRpc<Req = unknown, Res = unknown> (method: string, handler: RpcHandler<Req, Res>): void {
+    this.rpc.handle(method, handler)
+  }
+
+  unhandleRpc (method: string): void {
+    this.rpc.unhandle(method)
+  }
+
+  async request<Res = unknown> (peerId: string, method: string, body: unknown, options?: RequestOptions): Promise<Res> {
+    return await this.rpc.request<Res>(peerId, method, body, options)
+  }
+
+  requestStream<Frame = unknown, Res = unknown> (peerId: string, method: string, body: unknown, options?: RequestOptions): AsyncGenerator<Frame, Res, undefined> {
+    return this.rpc.requestStream<Frame, Res>(peerId, method, body, options)
+  }
+
+  private describe (peerId: string): string {
+    const name = this.membership.get(peerId)?.nodeName ?? (peerId === this.selfId ? this.init.nodeName : undefined)
+    return name === undefined ? `node ${peerId}` : `node ${name} (${peerId})`
+  }
+
+  private reachability (peerId: string): 'reachable' | 'dead' | 'unknown' {
+    const member = this.membership.get(peerId)
+    if (member?.status === 'dead') return 'dead'
+    if (member !== undefined) return 'reachable'
+    try {
+      return this.libp2p.getConnections(peerIdFromString(peerId)).length > 0 ? 'reachable' : 'unknown'
+    } catch {
+      return 'unknown'
+    }
+  }
+
+  // ---- records and sync ---------------------------------------------------------------------
+
+  async syncWith (peerId: string, options: { signal?: AbortSignal } = {}): Promise<{ sent: number, received: number }> {
+    this.requireRunning()
+    const signals = [AbortSignal.timeout(SYNC_TIMEOUT_MS), this.lifecycle!.signal]
+    if (options.signal !== undefined) signals.push(options.signal)
+    const signal = AbortSignal.any(signals)
+    let stream: Stream
+    try {
+      stream = await this.libp2p.dialProtocol(peerIdFromString(peerId), SYNC_PROTOCOL, { signal })
+    } catch (err) {
+      this.counters.inc('syncFailures')
+      throw new PeerUnavailableError(`${this.describe(peerId)} is unavailable for a record sync: ${(err as Error)?.message ?? String(err)}`,
+        { peerId }, { cause: err })
+    }
+    this.counters.inc('syncRuns')
+    try {
+      const result = await syncAsInitiator(stream, { records: this.recordStore, counters: this.counters }, signal)
+      this.log.debug({ peer: peerId, ...result }, 'record sync done')
+      return result
+    } catch (err) {
+      this.counters.inc('syncFailures')
+      stream.abort(err as Error)
+      throw err
+    }
+  }
+
+  private async onSyncStream (stream: Stream, connection: Connection): Promise<void> {
+    const lifecycle = this.lifecycle?.signal
+    const signal = lifecycle === undefined ? AbortSignal.timeout(SYNC_TIMEOUT_MS) : AbortSignal.any([AbortSignal.timeout(SYNC_TIMEOUT_MS), lifecycle])
+    this.counters.inc('syncRuns')
+    try {
+      const result = await syncAsResponder(stream, { records: this.recordStore, counters: this.counters }, signal)
+      this.log.debug({ peer: connection.remotePeer.toString(), ...result }, 'record sync served')
+    } catch (err) {
+      this.counters.inc('syncFailures')
+      this.log.debug({ err, peer: connection.remotePeer.toString() }, 'record sync from a peer failed')
+      stream.abort(err as Error)
+    }
+  }
+
+  /** Background sync with one peer; at most one at a time per peer. */
+  private scheduleSync (peerId: string, reason: string): void {
+    if (this.phase !== 'running' || this.syncing.has(peerId)) return
+    this.syncing.add(peerId)
+    this.syncWith(peerId)
+      .catch((err: unknown) => { this.log.debug({ err, peer: peerId, reason }, 'record sync failed; the next one will retry') })
+      .finally(() => { this.syncing.delete(peerId) })
+  }
+
+  private async publishRecords (entries: RecordEntry[]): Promise<void> {
+    if (this.phase !== 'running') return
+    await this.libp2p.services.pubsub.publish(RECORDS_TOPIC, encodeJson({ entries }))
+  }
+
+  private guardedRecords (): RecordStore {
+    const store = this.recordStore
+    const writable = (): void => { this.requireRunning() }
+    return {
+      put: async (collection, id, value) => { writable(); await store.put(collection, id, value) },
+      delete: async (collection, id) => { writable(); return await store.delete(collection, id) },
+      get: (collection, id) => store.get(collection, id),
+      list: collection => store.list(collection)
+    }
+  }
+
+  // ---- gossip -------------------------------------------------------------------------------
+
+  private validateGossip (topic: string, msg: Message): TopicValidatorResult {
+    if (msg.type !== 'signed') {
+      this.counters.drop('gossip', 'unsigned')
+      return TopicValidatorResult.Reject
+    }
+    const from = msg.from.toString()
+    if (topic === HEARTBEAT_TOPIC) {
+      const decoded = decodeHeartbeat(msg.data, MAX_HEARTBEAT_BYTES)
+      if (!decoded.ok) return this.rejectGossip(decoded.reason)
+      if (decoded.value.peerId !== from) return this.rejectGossip('spoofed')
+      this.decoded.set(msg, decoded.value)
+    } else {
+      const decoded = decodeRecordsGossip(msg.data, MAX_RECORDS_MESSAGE_BYTES)
+      if (!decoded.ok) return this.rejectGossip(decoded.reason)
+      // Records travel by gossip only from their writer; anything else is a forgery.
+      if (decoded.value.entries.some(e => e.hlc.node !== from)) return this.rejectGossip('spoofed')
+      this.decoded.set(msg, decoded.value)
+    }
+    this.counters.accept('gossip')
+    return TopicValidatorResult.Accept
+  }
+
+  private rejectGossip (reason: Parameters<MeshCounters['drop']>[1]): TopicValidatorResult {
+    this.counters.drop('gossip', reason)
+    return TopicValidatorResult.Reject
+  }
+
+  private readonly onGossip = (evt: CustomEvent<Message>): void => {
+    const msg = evt.detail
+    const value = this.decoded.get(msg)
+    if (value === undefined) return
+    this.decoded.delete(msg)
+    if (msg.topic === HEARTBEAT_TOPIC) {
+      const hb = value as HeartbeatMessage
+      this.counters.inc('heartbeatsReceived')
+      const outcome = this.membership.onHeartbeat(hb)
+      if (outcome.addrsChanged) this.learnAddrs(hb.peerId, hb.addrs)
+    } else if (msg.topic === RECORDS_TOPIC) {
+      const { entries } = value as RecordsGossipMessage
+      this.recordStore.applyRemote(entries as RecordEntry[], 'gossip').catch((err: unknown) => {
+        this.log.warn({ err }, 'could not apply gossiped records; full sync will retry')
+      })
+    }
+  }
+
+  private readonly onSubscriptionChange = (evt: CustomEvent<{ peerId: PeerId, subscriptions: Array<{ topic: string, subscribe: boolean }> }>): void => {
+    // A peer that just subscribed gets our heartbeat now rather than up to heartbeatMs later.
+    if (evt.detail.subscriptions.some(s => s.topic === HEARTBEAT_TOPIC && s.subscribe)) this.heartbeatNow()
+  }
+
+  private heartbeatNow (): void {
+    if (this.heartbeatSoon !== undefined || this.phase !== 'running') return
+    this.heartbeatSoon = setImmediate(() => {
+      this.heartbeatSoon = undefined
+      this.publishHeartbeat()
+    })
+  }
+
+  private publishHeartbeat (): void {
+    if (this.phase !== 'running') return
+    const addrs = this.selfAddrs()
+    if (!sameList(addrs, this.announcedAddrs)) {
+      this.announcedAddrs = addrs
+      this.version = Math.max(this.version + 1, this.clock())
+    }
+    const hb = this.heartbeat()
+    this.libp2p.services.pubsub.publish(HEARTBEAT_TOPIC, encodeJson(hb)).catch((err: unknown) => {
+      this.log.debug({ err }, 'heartbeat not published')
+    })
+  }
+
+  private heartbeat (): HeartbeatMessage {
+    const hb: HeartbeatMessage = {
+      peerId: this.selfId,
+      nodeName: this.init.nodeName,
+      addrs: this.announcedAddrs.slice(0, 32),
+      version: this.version,
+      state: this.localState
+    }
+    if (this.apiAddress !== undefined) hb.apiAddress = this.apiAddress
+    return hb
+  }
+
+  private bumpVersion (): void {
+    this.version = Math.max(this.version + 1, this.clock())
+    this.heartbeatNow()
+  }
+
+  private selfMember (): Member {
+    const now = this.clock()
+    const m: Member = {
+      peerId: this.selfId,
+      nodeName: this.init.nodeName,
+      addrs: this.selfAddrs(),
+      version: this.version,
+      state: structuredClone(this.localState),
+      status: 'alive',
+      lastSeen: now,
+      statusSince: this.startedAt || now,
+      self: true
+    }
+    if (this.apiAddress !== undefined) m.apiAddress = this.apiAddress
+    return m
+  }
+
+  private selfAddrs (): string[] {
+    return this.phase === 'new' ? [] : this.libp2p.getMultiaddrs().map(a => a.toString())
+  }
+
+  /** Tell libp2p where a member listens, so rpc, ping and sync can dial it by peer id. */
+  private learnAddrs (peerId: string, addrs: string[]): void {
+    const usable: Multiaddr[] = []
+    for (const text of addrs) {
+      try {
+        const ma = multiaddr(text)
+        const id = ma.getComponents().findLast(c => c.name === 'p2p')?.value
+        if (id === undefined || id === peerId) usable.push(ma)
+      } catch {}
+    }
+    if (usable.length === 0) return
+    let id: PeerId
+    try {
+      id = peerIdFromString(peerId)
+    } catch {
+      return
+    }
+    this.libp2p.peerStore.merge(id, { multiaddrs: usable }).catch((err: unknown) => {
+      this.log.debug({ err, peer: peerId }, 'could not record member addresses')
+    })
+  }
+
+  // ---- connections and the timer ------------------------------------------------------------
+
+  private readonly onPeerConnect = (evt: CustomEvent<PeerId>): void => {
+    const id = evt.detail.toString()
+    this.membership.onContact(id)
+    // One side starts the exchange (it is two-way), so a new pair syncs once, not twice.
+    if (this.selfId < id) this.scheduleSync(id, 'connect')
+  }
+
+  private readonly onPeerDisconnect = (evt: CustomEvent<PeerId>): void => {
+    const id = evt.detail.toString()
+    const member = this.membership.get(id)
+    if (member !== undefined && member.status === 'alive') this.pingPeer(id)
+  }
+
+  private readonly onMdnsPeer = (evt: CustomEvent<PeerInfo>): void => {
+    const id = evt.detail.id.toString()
+    // Only the lower id dials, or every pair would open two connections at once.
+    if (this.phase !== 'running' || !(this.selfId < id)) return
+    if (this.libp2p.getConnections(evt.detail.id).length > 0) return
+    const signals = [AbortSignal.timeout(DEFAULTS.dialTimeoutMs), this.lifecycle!.signal]
+    this.libp2p.dial(evt.detail.multiaddrs, { signal: AbortSignal.any(signals) }).catch((err: unknown) => {
+      this.log.debug({ err, peer: id }, 'could not dial a peer found by mDNS')
+    })
+  }
+
+  /** A direct ping: success revives the member, failure makes it suspect. Dials if needed. */
+  private pingPeer (peerId: string): void {
+    if (this.phase !== 'running' || this.pinging.has(peerId)) return
+    this.pinging.add(peerId)
+    const signal = AbortSignal.any([AbortSignal.timeout(DEFAULTS.pingTimeoutMs), this.lifecycle!.signal])
+    this.libp2p.services.ping.ping(peerIdFromString(peerId), { signal })
+      .then(() => { if (this.phase === 'running') this.membership.onContact(peerId) })
+      .catch(() => { if (this.phase === 'running') this.membership.onUnreachable(peerId) })
+      .finally(() => { this.pinging.delete(peerId) })
+  }
+
+  private tick (): void {
+    if (this.phase !== 'running') return
+    try {
+      this.publishHeartbeat()
+      for (const id of this.membership.tick()) this.pingPeer(id)
+      this.maintainConnections()
+      const now = this.clock()
+      if (now - this.lastPeriodicSync >= this.init.syncIntervalMs) {
+        this.lastPeriodicSync = now
+        const peers = this.connectedMembers()
+        if (peers.length > 0) this.scheduleSync(peers[Math.floor(Math.random() * peers.length)]!, 'periodic')
+      }
+      if (now - this.lastPurge >= Math.min(3_600_000, this.init.tombstoneTtlMs)) {
+        this.lastPurge = now
+        this.recordStore.purgeTombstones(now - this.init.tombstoneTtlMs).catch((err: unknown) => {
+          this.log.warn({ err }, 'could not purge old tombstones')
+        })
+      }
+    } catch (err) {
+      this.log.error({ err }, 'mesh housekeeping failed; it runs again next heartbeat')
+    }
+  }
+
+  private connectedMembers (): string[] {
+    return this.libp2p.getPeers().map(p => p.toString()).filter(id => this.membership.get(id) !== undefined)
+  }
+
+  private maintainConnections (): void {
+    const connected = new Set(this.libp2p.getPeers().map(p => p.toString()))
+    const now = this.clock()
+    // Dead members are retried now and then, so restarted nodes and healed partitions come back.
+    for (const id of this.membership.ids('dead')) {
+      if (connected.has(id) || now - (this.lastRedial.get(id) ?? 0) < DEFAULTS.deadRetryMs) continue
+      this.lastRedial.set(id, now)
+      this.pingPeer(id)
+    }
+    // Keep a few direct links (all of them in small clusters) so gossip and detection do not
+    // hang on the bootstrap node.
+    const missing = this.init.targetPeers - connected.size
+    if (missing > 0) {
+      const candidates = this.membership.ids('alive').filter(id => !connected.has(id))
+      shuffle(candidates)
+      for (const id of candidates.slice(0, Math.min(missing, TOP_UP_DIALS_PER_TICK))) {
+        const signal = AbortSignal.any([AbortSignal.timeout(DEFAULTS.dialTimeoutMs), this.lifecycle!.signal])
+        this.libp2p.dial(peerIdFromString(id), { signal }).catch((err: unknown) => {
+          this.log.debug({ err, peer: id }, 'could not dial a member')
+        })
+      }
+    }
+    if (connected.size === 0 && !this.bootstrap.running && now - this.lastBootstrap >= REBOOTSTRAP_MS) {
+      this.lastBootstrap = now
+      void this.bootstrap.run()
+    }
+  }
+
+  private requireRunning (): void {
+    if (this.phase !== 'running') throw new MeshNotRunningError('The mesh node is not running; start it first.')
+  }
+}
+
+function sameList (a: string[], b: string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i])
+}
+
+function shuffle<T> (items: T[]): void {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    const tmp = items[i]!
+    items[i] = items[j]!
+    items[j] = tmp
+  }
+}
+
+/** Find an error by name in a cause/errors chain (libp2p wraps dial failures). */
+function findError (err: unknown, name: string, depth = 0): Error | undefined {
+  if (err === null || typeof err !== 'object' || depth > 5) return undefined
+  const e = err as { name?: string, cause?: unknown, errors?: unknown[] }
+  if (e.name === name) return err as Error
+  const fromCause = findError(e.cause, name, depth + 1)
+  if (fromCause !== undefined) return fromCause
+  for (const inner of Array.isArray(e.errors) ? e.errors : []) {
+    const found = findError(inner, name, depth + 1)
+    if (found !== undefined) return found
+  }
+  return undefined
+}

@@ -1,0 +1,119 @@
+import { after, before, describe, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { MeshFixture, eventually } from './fixture.ts'
+import type { TestNode } from './fixture.ts'
+import type { Member, RecordChange } from '../../src/node/index.ts'
+
+function alivePeers (node: TestNode): string[] {
+  return node.mesh.members().filter(m => m.status === 'alive').map(m => m.peerId).sort()
+}
+
+describe('three nodes joined by bootstrap', () => {
+  const fixture = new MeshFixture()
+  let a: TestNode, b: TestNode, c: TestNode
+
+  before(async () => {
+    a = await fixture.joined()
+    b = await fixture.joined()
+    c = await fixture.joined()
+  })
+  after(async () => { await fixture.cleanup() })
+
+  test('each sees all three as alive members, with names and dialable addresses', async () => {
+    const ids = [a, b, c].map(n => n.mesh.self().peerId).sort()
+    await eventually('every node lists all three alive', () => [a, b, c].every(n => alivePeers(n).join() === ids.join()))
+    const seenFromA = a.mesh.member(c.mesh.self().peerId)!
+    assert.equal(seenFromA.nodeName, 'n2')
+    assert.equal(seenFromA.self, false)
+    assert.ok(seenFromA.addrs.every(addr => addr.endsWith(`/p2p/${c.mesh.self().peerId}`)))
+    assert.equal(a.mesh.members().filter(m => m.self).length, 1)
+  })
+
+  test('local state and api address reach the others with a higher version', async () => {
+    const before = a.mesh.member(b.mesh.self().peerId)!.version
+    const updates: Member[] = []
+    a.mesh.on('member:update', m => { updates.push(m) })
+    b.mesh.setLocalState({ cpus: 8, vms: ['x'] })
+    b.mesh.setApiAddress('http://127.0.0.1:7700')
+    await eventually('a sees b\'s new state', () => {
+      const m = a.mesh.member(b.mesh.self().peerId)
+      return m?.apiAddress === 'http://127.0.0.1:7700' && JSON.stringify(m.state) === JSON.stringify({ cpus: 8, vms: ['x'] })
+    })
+    assert.ok(a.mesh.member(b.mesh.self().peerId)!.version > before)
+    assert.ok(updates.some(m => m.peerId === b.mesh.self().peerId))
+  })
+
+  test('a record written on one node is readable on all', async () => {
+    await a.mesh.records.put('vms', 'vm-1', { image: 'macos-15', cpus: 4 })
+    await eventually('all nodes read vm-1', () => [a, b, c].every(n => n.mesh.records.get<{ cpus: number }>('vms', 'vm-1')?.cpus === 4))
+    const [listed] = c.mesh.records.list('vms')
+    assert.equal(listed?.updatedBy, a.mesh.self().peerId)
+    // Durable through the Store on the receivers too.
+    await eventually('c persisted vm-1', () => c.store.list('mesh-records').length > 0)
+  })
+
+  test('the last writer wins when two nodes write the same record', async () => {
+    await b.mesh.records.put('vms', 'vm-2', { by: 'b' })
+    // c writes after it has seen b's write, so its clock orders its write later.
+    await eventually('c saw b\'s write', () => c.mesh.records.get('vms', 'vm-2') !== undefined)
+    await c.mesh.records.put('vms', 'vm-2', { by: 'c' })
+    await eventually('all agree on vm-2', () => {
+      const values = [a, b, c].map(n => JSON.stringify(n.mesh.records.get('vms', 'vm-2')))
+      return values.every(v => v === values[0]) && values[0] !== undefined
+    })
+    assert.deepEqual(a.mesh.records.get('vms', 'vm-2'), { by: 'c' })
+  })
+
+  test('a delete propagates as a tombstone', async () => {
+    await b.mesh.records.put('images', 'img-1', { size: 1 })
+    await eventually('all read img-1', () => [a, b, c].every(n => n.mesh.records.get('images', 'img-1') !== undefined))
+    const changes: RecordChange[] = []
+    c.mesh.on('record:changed', ch => { changes.push(ch) })
+    assert.equal(await a.mesh.records.delete('images', 'img-1'), true)
+    await eventually('img-1 gone everywhere', () => [a, b, c].every(n => n.mesh.records.get('images', 'img-1') === undefined))
+    assert.ok(changes.some(ch => ch.id === 'img-1' && ch.deleted && ch.value === null))
+    assert.deepEqual(c.mesh.records.list('images'), [])
+    // The tombstone is stored, so a restart does not bring the record back.
+    const stored = c.store.list<{ id: string, deleted: boolean }>('mesh-records').find(e => e.id === 'img-1')
+    assert.equal(stored?.deleted, true)
+    assert.equal(await a.mesh.records.delete('images', 'img-1'), false)
+  })
+
+  test('a node started later catches up by full sync, not only from new gossip', async () => {
+    await a.mesh.records.put('vms', 'before-join', { n: 1 })
+    await c.mesh.records.delete('vms', 'vm-1')
+    await eventually('b has before-join', () => b.mesh.records.get('vms', 'before-join') !== undefined)
+    const late = await fixture.node({ bootstrap: b.mesh.self().multiaddrs })
+    const origins: string[] = []
+    late.mesh.on('record:changed', ch => { origins.push(ch.origin) })
+    await late.mesh.start()
+    await eventually('the late node has every record', () =>
+      late.mesh.records.get('vms', 'before-join') !== undefined &&
+      late.mesh.records.get('vms', 'vm-2') !== undefined &&
+      late.mesh.records.get('vms', 'vm-1') === undefined &&
+      late.mesh.records.list('vms').length === a.mesh.records.list('vms').length)
+    // gossipsub may also replay a message still in its cache; the old records come by sync.
+    assert.ok(origins.includes('sync'))
+    assert.ok(late.mesh.metrics().syncRuns > 0)
+    await late.mesh.stop()
+    await eventually('the late node is dead on a', () => a.mesh.member(late.mesh.self().peerId)?.status === 'dead')
+  })
+
+  test('a stopped node becomes suspect, then dead, on the others', async () => {
+    const cId = c.mesh.self().peerId
+    const seen: Record<string, string[]> = { a: [], b: [] }
+    for (const [name, node] of [['a', a], ['b', b]] as const) {
+      for (const ev of ['member:suspect', 'member:dead', 'member:alive'] as const) {
+        node.mesh.on(ev, m => { if (m.peerId === cId) seen[name]!.push(ev) })
+      }
+    }
+    await c.mesh.stop()
+    await c.mesh.stop() // safe twice
+    await eventually('c is dead on a and b', () => a.mesh.member(cId)?.status === 'dead' && b.mesh.member(cId)?.status === 'dead')
+    for (const events of Object.values(seen)) {
+      assert.ok(events.indexOf('member:suspect') >= 0, `suspect seen: ${events.join()}`)
+      assert.ok(events.indexOf('member:suspect') < events.indexOf('member:dead'), `suspect before dead: ${events.join()}`)
+      assert.ok(!events.slice(events.indexOf('member:dead')).includes('member:alive'))
+    }
+  })
+})
