@@ -4,6 +4,8 @@ import type { Store } from '../store/types.ts'
 import type { Driver, DriverName } from './types.ts'
 import { DriverUnavailableError } from './errors.ts'
 import { createSimDriver } from './sim/index.ts'
+import { createQemuDriver } from './qemu/index.ts'
+import { createParallelsDriver } from './parallels/index.ts'
 
 export interface DriverComponents {
   logger: Logger
@@ -16,7 +18,18 @@ export async function createDriver (name: DriverName, components: DriverComponen
     case 'sim':
       components.logger.warn('running the sim driver: VMs on this node are simulated and nothing really boots')
       return createSimDriver(components, { ...config.sim, labels: config.node.labels })
+    case 'qemu':
+      return createQemuDriver({ logger: components.logger }, {
+        dataDir,
+        accelerator: config.qemu.accelerator,
+        qemuBinary: config.qemu.binary === '' ? undefined : config.qemu.binary,
+        imageDirs: config.qemu.imageDirs,
+        bootTimeoutMs: config.qemu.bootTimeoutMs,
+        labels: config.node.labels
+      })
+    case 'parallels':
+      return createParallelsDriver({ logger: components.logger }, { labels: config.node.labels })
     default:
-      throw new DriverUnavailableError(`the ${name} driver is not wired into this build yet (data dir ${dataDir})`)
+      throw new DriverUnavailableError(`unknown driver "${String(name)}"; use qemu, parallels or sim`)
   }
 }
