@@ -69,14 +69,17 @@ export class GuestAgentClient {
     await this.enqueue(async () => {
       const deadline = Date.now() + timeoutMs
       let lastError: Error | undefined
+      // Only the latest sync's answer counts, so each try waits longer: a slow agent still gets through.
+      let attemptMs = 500
       while (Date.now() < deadline) {
         signal?.throwIfAborted()
         try {
-          await this.sync(Math.min(2000, Math.max(1, deadline - Date.now())))
+          await this.sync(Math.min(attemptMs, Math.max(1, deadline - Date.now())))
           return
         } catch (err) {
           if (this.closed) throw err
           lastError = err as Error
+          attemptMs = Math.min(attemptMs * 2, 8000)
           // A refused connection (qemu still starting) fails at once; do not spin.
           if (this.socket == null) await sleep(100, undefined, { signal })
         }
