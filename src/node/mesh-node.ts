@@ -197,6 +197,16 @@ class MeshNodeImpl implements MeshNode {
         emitSelf: false,
         allowedTopics: [HEARTBEAT_TOPIC, RECORDS_TOPIC],
         maxInboundDataLength: MAX_GOSSIP_RPC_BYTES,
+        // Runs on every inbound message before gossipsub's own checks: the one place to count
+        // unsigned messages, which StrictSign drops before any topic validator sees them. The id
+        // (sender + sequence number) is what gossipsub derives for signed messages anyway.
+        fastMsgIdFn: msg => {
+          if (msg.signature == null || msg.from == null || msg.seqno == null) {
+            this.counters.drop('gossip', 'unsigned')
+            return 'unsigned'
+          }
+          return `${Buffer.from(msg.from).toString('base64')}:${Buffer.from(msg.seqno).toString('hex')}`
+        },
         scoreParams: { IPColocationFactorWeight: this.init.gossip.colocationWeight }
       })
     }

@@ -108,12 +108,16 @@ export class RpcService {
       if (handler === undefined) {
         end = encodeJson({ t: 'end', ok: false, error: { name: 'RpcMethodNotFoundError', message: `no handler for rpc method "${method}"` } })
       } else {
+        let sent = 0
         const ctx: RpcContext = {
           peerId: caller,
           signal,
           send: async (frame: unknown) => {
             if (signal.aborted) throw new RpcAbortedError(`the caller of ${method} went away; stop sending`)
             await lp.write(encodeFrame({ t: 'data', body: frame }, method), { signal })
+            // A write into a non-full buffer resolves at once; a handler sending in a tight loop
+            // would then starve the event loop and never see the caller cancel.
+            if (++sent % 32 === 0) await new Promise(resolve => setImmediate(resolve))
           }
         }
         end = await runHandler(handler, body, ctx, method)

@@ -169,8 +169,9 @@ function violation (deps: SyncDeps, reason: DropReason, message: string): SyncPr
 /** lpStream's own errors for bad length prefixes, as drop reasons. */
 export function lengthErrorReason (err: unknown): DropReason | undefined {
   const name = (err as { name?: string })?.name
-  if (name === 'InvalidDataLengthError') return 'oversized'
-  if (name === 'InvalidMessageLengthError' || name === 'InvalidDataLengthLengthError') return 'malformed'
+  // A length prefix with too many bytes announces a length over the limit as well.
+  if (name === 'InvalidDataLengthError' || name === 'InvalidDataLengthLengthError') return 'oversized'
+  if (name === 'InvalidMessageLengthError') return 'malformed'
   return undefined
 }
 
