@@ -32,7 +32,7 @@ export class MeshFixture {
   readonly nodes: TestNode[] = []
   private readonly dirs: string[] = []
 
-  async node (overrides: Partial<MeshNodeInit> & { dataDir?: string } = {}): Promise<TestNode> {
+  async node (overrides: Partial<MeshNodeInit> & { dataDir?: string, store?: MemoryStore } = {}): Promise<TestNode> {
     const dataDir = overrides.dataDir ?? await mkdtemp(join(tmpdir(), 'corral-mesh-'))
     if (overrides.dataDir === undefined) this.dirs.push(dataDir)
     const logs: string[] = []
@@ -42,7 +42,8 @@ export class MeshFixture {
         done()
       }
     }))
-    const store = new MemoryStore()
+    const { store: givenStore, ...init } = overrides
+    const store = givenStore ?? new MemoryStore()
     await store.start()
     const mesh = await createMeshNode({ logger, store }, {
       dataDir,
@@ -55,7 +56,7 @@ export class MeshFixture {
       allowAddresses: ['/ip4/127.0.0.1'],
       bootstrapRetry: { attempts: 20, initialDelayMs: 50, maxDelayMs: 500 },
       ...FAST,
-      ...overrides
+      ...init
     })
     const node = { mesh, store, dataDir, logs }
     this.nodes.push(node)

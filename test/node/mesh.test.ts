@@ -95,6 +95,8 @@ describe('three nodes joined by bootstrap', () => {
     // gossipsub may also replay a message still in its cache; the old records come by sync.
     assert.ok(origins.includes('sync'))
     assert.ok(late.mesh.metrics().syncRuns > 0)
+    // Leave the others in a known state for the next test: they knew the late node, now it is dead.
+    await eventually('a knows the late node', () => a.mesh.member(late.mesh.self().peerId) !== undefined)
     await late.mesh.stop()
     await eventually('the late node is dead on a', () => a.mesh.member(late.mesh.self().peerId)?.status === 'dead')
   })
@@ -115,5 +117,31 @@ describe('three nodes joined by bootstrap', () => {
       assert.ok(events.indexOf('member:suspect') < events.indexOf('member:dead'), `suspect before dead: ${events.join()}`)
       assert.ok(!events.slice(events.indexOf('member:dead')).includes('member:alive'))
     }
+  })
+})
+
+describe('a node that restarts', () => {
+  const fixture = new MeshFixture()
+  after(async () => { await fixture.cleanup() })
+
+  test('keeps its peer id and records, and the others see it come back alive', async () => {
+    const a = await fixture.joined()
+    const b = await fixture.joined()
+    const bId = b.mesh.self().peerId
+    await eventually('a knows b', () => a.mesh.member(bId)?.status === 'alive')
+    await b.mesh.records.put('vms', 'kept', { n: 1 })
+    await b.mesh.stop()
+    await eventually('b is dead on a', () => a.mesh.member(bId)?.status === 'dead')
+    // While b is away the cluster moves on; b catches up when it returns.
+    await a.mesh.records.put('vms', 'while-away', { n: 2 })
+
+    const revived: Member[] = []
+    a.mesh.on('member:alive', m => { if (m.peerId === bId) revived.push(m) })
+    const again = await fixture.node({ dataDir: b.dataDir, store: b.store, nodeName: 'n1', bootstrap: a.mesh.self().multiaddrs })
+    assert.equal(again.mesh.self().peerId, bId)
+    await again.mesh.start()
+    assert.deepEqual(again.mesh.records.get('vms', 'kept'), { n: 1 }, 'loaded from the store at start')
+    await eventually('a sees b alive again', () => a.mesh.member(bId)?.status === 'alive' && revived.length > 0)
+    await eventually('b caught up', () => again.mesh.records.get('vms', 'while-away') !== undefined)
   })
 })

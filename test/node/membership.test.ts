@@ -1,0 +1,79 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { pino } from 'pino'
+import { SafeEmitter } from '../../src/node/emitter.ts'
+import { Membership } from '../../src/node/membership.ts'
+import type { MeshEvents } from '../../src/node/types.ts'
+
+function setup (): { membership: Membership, events: string[], advance: (ms: number) => void } {
+  let now = 10_000
+  const emitter = new SafeEmitter<MeshEvents>(pino({ level: 'silent' }))
+  const events: string[] = []
+  for (const name of ['member:join', 'member:update', 'member:suspect', 'member:dead', 'member:alive'] as const) {
+    emitter.on(name, m => { events.push(`${name} ${m.nodeName} ${m.status}`) })
+  }
+  const membership = new Membership({ selfId: 'me', events: emitter, clock: () => now, suspectAfterMs: 300, deadAfterMs: 1000 })
+  return { membership, events, advance: ms => { now += ms } }
+}
+
+const hb = (version: number, extra: Partial<{ nodeName: string, state: unknown, addrs: string[] }> = {}): Parameters<Membership['onHeartbeat']>[0] =>
+  ({ peerId: 'p1', nodeName: 'n1', addrs: ['/ip4/10.0.0.1/tcp/1/p2p/p1'], version, state: {}, ...extra })
+
+test('join, update on a newer version only, and the view copies', () => {
+  const { membership, events } = setup()
+  assert.deepEqual(membership.onHeartbeat(hb(5)), { joined: true, updated: true, addrsChanged: true })
+  assert.deepEqual(membership.onHeartbeat(hb(5, { state: { ignored: true } })), { joined: false, updated: false, addrsChanged: false })
+  assert.deepEqual(membership.onHeartbeat(hb(4, { state: { older: true } })), { joined: false, updated: false, addrsChanged: false })
+  assert.deepEqual(membership.onHeartbeat(hb(6, { state: { cpus: 4 } })), { joined: false, updated: true, addrsChanged: false })
+  assert.deepEqual(membership.get('p1')!.state, { cpus: 4 })
+  const view = membership.get('p1')!;
+  (view.state as { cpus: number }).cpus = 99
+  assert.deepEqual(membership.get('p1')!.state, { cpus: 4 })
+  assert.deepEqual(events, ['member:join n1 alive', 'member:update n1 alive'])
+  assert.equal(membership.onHeartbeat({ ...hb(1), peerId: 'me' }).joined, false)
+})
+
+test('silence makes a member suspect, then dead, and a heartbeat brings it back', () => {
+  const { membership, events, advance } = setup()
+  membership.onHeartbeat(hb(1))
+  advance(299)
+  assert.deepEqual(membership.tick(), [])
+  advance(1)
+  assert.deepEqual(membership.tick(), ['p1'])
+  advance(700)
+  assert.deepEqual(membership.tick(), [])
+  assert.equal(membership.get('p1')!.status, 'dead')
+  membership.onHeartbeat(hb(2))
+  assert.equal(membership.get('p1')!.status, 'alive')
+  assert.deepEqual(events, ['member:join n1 alive', 'member:suspect n1 suspect', 'member:dead n1 dead', 'member:alive n1 alive', 'member:update n1 alive'])
+})
+
+test('a long gap still reports suspect before dead', () => {
+  const { membership, events, advance } = setup()
+  membership.onHeartbeat(hb(1))
+  advance(5000)
+  membership.tick()
+  assert.deepEqual(events.slice(1), ['member:suspect n1 suspect', 'member:dead n1 dead'])
+})
+
+test('a failed ping after a lost connection suspects at once; contact revives', () => {
+  const { membership, events } = setup()
+  membership.onHeartbeat(hb(1))
+  membership.onUnreachable('p1')
+  assert.equal(membership.get('p1')!.status, 'suspect')
+  membership.onUnreachable('p1')
+  membership.onContact('p1')
+  membership.onContact('unknown')
+  assert.equal(membership.get('p1')!.status, 'alive')
+  assert.deepEqual(events.slice(1), ['member:suspect n1 suspect', 'member:alive n1 alive'])
+})
+
+test('a listener that throws does not stop the others', () => {
+  const emitter = new SafeEmitter<MeshEvents>(pino({ level: 'silent' }))
+  const seen: string[] = []
+  emitter.on('member:join', () => { throw new Error('boom') })
+  emitter.on('member:join', m => { seen.push(m.peerId) })
+  const membership = new Membership({ selfId: 'me', events: emitter, clock: () => 0, suspectAfterMs: 1, deadAfterMs: 2 })
+  membership.onHeartbeat(hb(1))
+  assert.deepEqual(seen, ['p1'])
+})
