@@ -668,7 +668,9 @@ export class QemuDriver extends EventTarget implements Driver {
   private async describe (folder: VmFolder, record: VmRecord): Promise<DriverVm> {
     const handle = this.handles.get(record.id)
     const alive = handle != null ? await isQemuAlive(handle.pid, handle.marker) : await isQemuAlive(record.pid, folder.dir)
-    const state: DriverVmState = alive ? (handle?.paused === true ? 'suspended' : 'running') : (record.exit?.state ?? 'stopped')
+    // Gone without a recorded exit and with no operation under way: it died and the close handler is catching up.
+    const vanished = record.pid != null && !this.locks.has(record.id)
+    const state: DriverVmState = alive ? (handle?.paused === true ? 'suspended' : 'running') : (record.exit?.state ?? (vanished ? 'failed' : 'stopped'))
     const info: Record<string, unknown> = {
       name: record.name,
       image: record.image.name,

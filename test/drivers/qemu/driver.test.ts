@@ -267,7 +267,34 @@ describe('qemu driver with the test guest', { skip, timeout: 15 * 60_000 }, () =
     assert.equal(result.stdout, 'still here\n')
     const response = await getWithRetry(running.ports[0].hostPort)
     assert.equal(response.status, 200)
-    await second.delete(crashId)
-    assert.equal((await second.list()).length, 0)
+  })
+
+  it('forces a guest off when it ignores the ACPI power button', async () => {
+    const crashId = 'vm-crash'
+    const impatient = createQemuDriver({ logger: captured.logger }, { dataDir, imageDirs: [guestDir], bootTimeoutMs: BOOT_TIMEOUT_MS, stopTimeoutMs: 1000 })
+    await extraDrivers.at(-1)?.close()
+    extraDrivers.push(impatient)
+    await impatient.open()
+    await impatient.exec(crashId, { command: ['rm', '/etc/acpi/PWRF/00000080'], timeoutMs: 30_000 })
+    const stopped = await impatient.stop(crashId)
+    assert.equal(stopped.state, 'stopped')
+    assert.match(String(stopped.info?.exitReason), /forced off/)
+  })
+
+  it('reports a guest that powers itself off as stopped, with an event', async () => {
+    const crashId = 'vm-crash'
+    const current = extraDrivers.at(-1) as QemuDriver
+    await current.start(crashId)
+    const event = new Promise<CustomEvent>(resolve => {
+      current.addEventListener('vm-exited', e => resolve(e as CustomEvent), { once: true })
+    })
+    // Delayed, so exec can return before init kills the agent; detached from the output pipes.
+    await current.exec(crashId, { command: ['sh', '-c', '(sleep 1; poweroff) >/dev/null 2>&1 &'], timeoutMs: 30_000 })
+    const exited = await within(event, 60_000, 'no vm-exited event within 60 s of poweroff')
+    assert.equal(exited.detail.state, 'stopped')
+    assert.match(exited.detail.reason, /powered itself off/)
+    assert.equal((await current.list()).find(v => v.id === crashId)?.state, 'stopped')
+    await current.delete(crashId)
+    assert.equal((await current.list()).length, 0)
   })
 })
