@@ -46,6 +46,13 @@ mapfile -t pinned < <(apt-cache show --no-all-versions "${packages[@]}" 2>/dev/n
 
 input_hash="$( { sha256sum < "$script_path"; printf '%s\n' "${pinned[@]}"; } | sha256sum | cut -d' ' -f1)"
 
+# Test files running in parallel may all call this script: one builds, the others wait and find it cached.
+mkdir -p "$(dirname "$out_dir")"
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$out_dir.lock"
+  flock -w 900 9 || die "another build of $out_dir held its lock for 15 minutes; remove $out_dir.lock if no build is running"
+fi
+
 if [ -f "$out_dir/.build-hash" ] && [ "$(cat "$out_dir/.build-hash")" = "$input_hash" ] \
   && [ -f "$out_dir/image.json" ] && [ -f "$out_dir/vmlinuz" ] && [ -f "$out_dir/initrd.img" ] && [ -f "$out_dir/base.qcow2" ]; then
   log "up to date in $out_dir (inputs ${input_hash:0:12}); nothing to do"
@@ -222,7 +229,6 @@ cat > "$work/image.json" <<EOF
 EOF
 
 log "publishing to $out_dir"
-mkdir -p "$(dirname "$out_dir")"
 staging="$out_dir.new.$$"
 rm -rf "$staging"
 mkdir -p "$staging"

@@ -62,6 +62,11 @@ interface VmHandle {
  * clone), a vm.json record, the QMP and guest-agent sockets, a pidfile and the console log. qemu runs
  * daemonized so VMs survive a node restart; the driver re-attaches to them through QMP, whose socket
  * closing is how it learns that a qemu died.
+ *
+ * Limits worth knowing: exec output arrives only when the command exits (qemu-ga has no streaming),
+ * each stream is capped at 16 MiB by qemu-ga, and a request's env replaces the guest command's whole
+ * environment (PATH is added for Linux guests). Only one client can hold a VM's QMP monitor, so two
+ * drivers must not share a data folder at the same time.
  */
 export class QemuDriver extends EventTarget implements Driver {
   readonly name = 'qemu' as const
@@ -187,6 +192,9 @@ export class QemuDriver extends EventTarget implements Driver {
       if (live != null) {
         if (live.paused) await this.resumeHandle(live)
         return await this.describe(folder, record)
+      }
+      if (record.pid != null && await isQemuAlive(record.pid, folder.dir)) {
+        throw new HypervisorError(`VM ${id} is already running (pid ${record.pid}) but its QMP monitor does not answer; another corral driver on ${this.dataDir} may hold it. Stop that one, or stop the VM`, { vm: id, pid: record.pid })
       }
       const image = await this.imageOf(record)
       const accelerator = await this.acceleratorFor(record.image.manifest.arch)
@@ -372,7 +380,7 @@ export class QemuDriver extends EventTarget implements Driver {
       const folder = new VmFolder(this.dataDir, id)
       const record = await folder.read()
       if (record == null) continue
-      if (!this.handles.has(id) && record.pid != null && record.exit == null && !await isQemuAlive(record.pid, folder.dir)) {
+      if (!this.handles.has(id) && !this.locks.has(id) && record.pid != null && record.exit == null && !await isQemuAlive(record.pid, folder.dir)) {
         await this.markExited(folder, record, 'failed', 'the qemu process is gone but the driver did not see it exit (it died while no driver was attached)', false)
       }
       vms.push(await this.describe(folder, record))
