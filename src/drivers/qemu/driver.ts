@@ -200,7 +200,16 @@ export class QemuDriver extends EventTarget implements Driver {
       const accelerator = await this.acceleratorFor(record.image.manifest.arch)
       const binary = this.binaryFor(record.image.manifest.arch)
       const pid = await this.spawn(folder, record, image, accelerator, binary)
-      const handle = await this.attach(folder, record, pid)
+      let handle: VmHandle
+      try {
+        handle = await this.attach(folder, record, pid)
+      } catch (err) {
+        // A qemu the driver cannot drive is of no use to anyone: end it rather than leave it running.
+        killQuietly(pid, 'SIGKILL')
+        record.exit = { state: 'failed', reason: `qemu started but its monitor did not answer: ${(err as Error).message}`, at: new Date().toISOString() }
+        await this.saveStopped(folder, record)
+        throw err
+      }
       if (handle.agent != null) {
         try {
           await handle.agent.waitReady(this.init.bootTimeoutMs, options?.signal)
