@@ -213,7 +213,7 @@ describe('qemu driver with the test guest', { skip, timeout: 15 * 60_000 }, () =
     const stopped = await driver.stop(id)
     assert.equal(stopped.state, 'stopped')
     assert.deepEqual(stopped.ports, [])
-    assert.match(String(stopped.info?.exitReason), /ACPI/)
+    assert.match(String(stopped.info?.exitReason), /powered off after the ACPI power button/)
     assert.equal(await processMentions(pid, dataDir), false)
     assert.equal((await driver.list()).find(v => v.id === id)?.state, 'stopped')
     // Stopping a stopped VM is harmless.
