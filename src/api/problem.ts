@@ -58,8 +58,10 @@ export function toProblem (err: unknown): ProblemDocument {
     return { ...err.details, type: `urn:corral:problem:${kebab(err.name)}`, title: err.name, status, detail: err.message }
   }
   // Errors from Koa and its body parser carry an HTTP status and a message meant for the client.
+  // The parser's JSON syntax errors are plain SyntaxErrors given status 400 but no `expose`.
   const e = err as { status?: unknown, expose?: unknown, message?: unknown, type?: unknown }
-  if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500 && e.expose === true) {
+  const badJson = err instanceof SyntaxError && e.status === 400
+  if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500 && (e.expose === true || badJson)) {
     const detail = e.status === 413
       ? 'the request body is too large; send less (the node accepts up to api.maxBodyBytes)'
       : e.status === 400 ? `the request body is not valid JSON: ${String(e.message)}` : String(e.message)
@@ -68,7 +70,7 @@ export function toProblem (err: unknown): ProblemDocument {
   return { type: 'urn:corral:problem:internal', title: 'InternalError', status: 500, detail: 'the node hit an unexpected error; its log has the details' }
 }
 
-export function problemMiddleware (logger: Logger) {
+export function problemMiddleware (logger: Logger, clock: () => number) {
   return async function problems (ctx: Context, next: Next): Promise<void> {
     try {
       await next()
@@ -79,7 +81,13 @@ export function problemMiddleware (logger: Logger) {
       ctx.status = problem.status
       ctx.type = 'application/problem+json'
       ctx.body = problem
-      if (problem.status === 429 && typeof problem.retryAfterSeconds === 'number') ctx.set('retry-after', String(problem.retryAfterSeconds))
+      if (problem.status === 429) {
+        // A locked account says when it unlocks (retryAt); Retry-After tells HTTP clients the same.
+        const seconds = typeof problem.retryAfterSeconds === 'number'
+          ? problem.retryAfterSeconds
+          : typeof problem.retryAt === 'string' ? Math.ceil((Date.parse(problem.retryAt) - clock()) / 1000) : NaN
+        if (Number.isFinite(seconds)) ctx.set('retry-after', String(Math.max(1, seconds)))
+      }
     }
   }
 }

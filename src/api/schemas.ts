@@ -5,7 +5,7 @@ import { Type, type TSchema } from '@sinclair/typebox'
  * GET /api/openapi.json, so documentation and validation cannot drift apart.
  */
 const Name = Type.String({ minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$', description: 'letters, digits, dot, dash, underscore; starts with a letter or digit' })
-const Labels = Type.Record(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,63}$' }), Type.String({ maxLength: 255 }), { maxProperties: 64 })
+const Labels = Type.Record(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,63}$' }), Type.String({ maxLength: 255 }), { maxProperties: 64, additionalProperties: false })
 
 export const Problem = Type.Object({
   type: Type.String(), title: Type.String(), status: Type.Integer(), detail: Type.String()
@@ -71,7 +71,7 @@ export const Vm = Type.Object({
 
 export const ExecRequest = Type.Object({
   command: Type.Array(Type.String({ maxLength: 65536 }), { minItems: 1, maxItems: 1024, description: 'argv: the program and its arguments' }),
-  env: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), Type.String({ maxLength: 65536 }), { maxProperties: 256 })),
+  env: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), Type.String({ maxLength: 65536 }), { maxProperties: 256, additionalProperties: false })),
   timeoutSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400 }))
 }, { additionalProperties: false })
 export const ExecResult = Type.Object({ exitCode: Type.Integer(), stdout: Type.String(), stderr: Type.String() })

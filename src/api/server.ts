@@ -36,16 +36,24 @@ export function createApiServer (components: ApiComponents, init: ApiInit): ApiS
   const router = new Router()
 
   app.use(accessLog(components))
-  app.use(problemMiddleware(logger))
+  app.use(problemMiddleware(logger, components.clock))
   app.use(bodyParser({ enableTypes: ['json'], jsonLimit: init.maxBodyBytes, jsonStrict: true, encoding: 'utf-8' }))
 
   router.get('/health', (ctx: Context) => { ctx.body = { status: 'ok', version: init.version } })
   router.get('/api/openapi.json', (ctx: Context) => { ctx.body = openapi })
   for (const route of routes) router[route.method](route.path, handlerFor(route, components))
 
+  // After the router has had its say: allowedMethods sets 405/501 with an Allow header, or leaves
+  // Koa's default 404 when no route matched. Both become problems here, keeping Allow.
+  app.use(async function unrouted (ctx: Context, next: Next): Promise<void> {
+    await next()
+    const allow = ctx.response.get('allow')
+    if (ctx.status === 501) throw new MethodNotAllowedError(`the HTTP method ${ctx.method} is not supported; GET /api/openapi.json lists every route and its methods`, { allow })
+    if (ctx.status === 405) throw new MethodNotAllowedError(`${ctx.path} does not take ${ctx.method}; it takes ${allow} (GET /api/openapi.json lists every route)`, { allow })
+    if (ctx.status === 404 && ctx.body == null) throw new RouteNotFoundError(`no route ${ctx.method} ${ctx.path}; GET /api/openapi.json lists every route`)
+  })
   app.use(router.routes())
-  app.use(router.allowedMethods({ throw: true, methodNotAllowed: () => new MethodNotAllowedError('this path does not take that method; GET /api/openapi.json lists what it takes'), notImplemented: () => new MethodNotAllowedError('that HTTP method is not supported') }))
-  app.use(async (ctx: Context) => { throw new RouteNotFoundError(`no route ${ctx.method} ${ctx.path}; GET /api/openapi.json lists every route`) })
+  app.use(router.allowedMethods())
 
   const websockets = createWebsocketGateway(components)
   let server: Server | undefined

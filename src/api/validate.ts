@@ -3,7 +3,8 @@ import addFormats from 'ajv-formats'
 import type { TSchema } from '@sinclair/typebox'
 import { RequestValidationError } from './errors.ts'
 
-const ajv = new Ajv({ allErrors: true, strict: false })
+// verbose: errors carry their parentSchema, whose description says in words what a pattern wants.
+const ajv = new Ajv({ allErrors: true, strict: false, verbose: true })
 addFormats.default(ajv)
 const compiled = new WeakMap<TSchema, ValidateFunction>()
 
@@ -23,8 +24,12 @@ function describe (e: ErrorObject, where: string): string {
   const field = [where, ...e.instancePath.split('/').filter(Boolean)].join('.')
   const params = e.params as Record<string, unknown>
   switch (e.keyword) {
-    case 'additionalProperties':
+    case 'additionalProperties': {
+      // A map (labels, env) whose keys must match a pattern: the key is malformed, not unknown.
+      const keyPatterns = Object.keys((e.parentSchema as TSchema | undefined)?.patternProperties ?? {})
+      if (keyPatterns.length > 0) return `${field} has a key ${JSON.stringify(params.additionalProperty)} that does not match ${keyPatterns.join(' or ')}: rename it`
       return `unknown field ${field}.${String(params.additionalProperty)}: remove it`
+    }
     case 'required':
       return `${field}.${String(params.missingProperty)} is required`
     case 'type':

@@ -28,7 +28,7 @@ export function createWebsocketGateway (components: ApiComponents) {
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 })
   const routes: WsRoute[] = [
     { pattern: /^\/api\/v1\/events$/, claim: 'events:read', serve: (ws, _m, _p, url) => serveEvents(ws, url) },
-    { pattern: /^\/api\/v1\/vms\/([^/]+)\/exec$/, claim: 'vm:exec', serve: (ws, m) => serveExec(ws, decodeURIComponent(m[1])) }
+    { pattern: /^\/api\/v1\/vms\/([^/]+)\/exec$/, claim: 'vm:exec', serve: (ws, m) => serveExec(ws, decodePathSegment(m[1])) }
   ]
 
   function serveEvents (ws: WebSocket, url: URL): void {
@@ -112,4 +112,16 @@ export function createWebsocketGateway (components: ApiComponents) {
   }
 
   return { handleUpgrade, close }
+}
+
+/**
+ * Like the HTTP router: a segment that is not valid percent-encoding is taken as it is (and then
+ * names no VM) instead of throwing after the upgrade, which would write HTTP onto a websocket.
+ */
+function decodePathSegment (segment: string): string {
+  try {
+    return decodeURIComponent(segment)
+  } catch {
+    return segment
+  }
 }
