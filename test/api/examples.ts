@@ -1,0 +1,98 @@
+/**
+ * One valid example request per route in the table, keyed "METHOD /path". Each builds fresh objects
+ * for its path parameters (a VM to delete, a user to remove...), so every caller gets a request that
+ * would succeed if they hold the route's claim. A route without an example fails the tests.
+ */
+import type { RouteDef } from '../../src/api/index.ts'
+import type { ApiFixture, ApiResponse, Caller } from './fixture.ts'
+import { IMAGE, PASSWORD } from './fixture.ts'
+
+export interface ExampleRequest {
+  /** Concrete path, with query string if any. */
+  path: string
+  body?: unknown
+  /** Removes what the example or a successful call created; runs whatever the outcome. */
+  cleanup?: (res: ApiResponse) => Promise<void>
+}
+
+export type Example = (fx: ApiFixture, caller: Caller) => Promise<ExampleRequest>
+
+export const routeKey = (route: Pick<RouteDef, 'method' | 'path'>): string => `${route.method.toUpperCase()} ${route.path}`
+
+let counter = 0
+/** Names unique within the process: fresh objects for every call. */
+export const unique = (prefix: string): string => `${prefix}-${process.pid}-${++counter}`
+
+/** The user a caller acts as (anonymous callers get objects owned by admin). */
+const userOf = (caller: Caller): string => caller === 'anonymous' ? 'admin' : caller
+
+const ignore = async (work: () => Promise<unknown>): Promise<void> => { await work().catch(() => undefined) }
+const removeVm = (fx: ApiFixture, id: string | undefined): Promise<void> => ignore(async () => { if (id != null) await fx.host.delete(id) })
+const removeUser = (fx: ApiFixture, name: string): Promise<void> => ignore(() => fx.auth.deleteUser(name))
+
+export const examples: Record<string, Example> = {
+  'POST /api/v1/auth/token': async () => ({ path: '/api/v1/auth/token', body: { username: 'viewer', password: PASSWORD } }),
+
+  'GET /api/v1/users': async () => ({ path: '/api/v1/users' }),
+  'POST /api/v1/users': async (fx) => {
+    const username = unique('new-user')
+    return { path: '/api/v1/users', body: { username, password: PASSWORD, roles: ['ci'] }, cleanup: () => removeUser(fx, username) }
+  },
+  'GET /api/v1/users/:username': async () => ({ path: '/api/v1/users/viewer' }),
+  'DELETE /api/v1/users/:username': async (fx) => {
+    const username = unique('doomed-user')
+    await fx.auth.createUser({ username, password: PASSWORD, roles: ['viewer'] })
+    return { path: `/api/v1/users/${username}`, cleanup: () => removeUser(fx, username) }
+  },
+
+  'GET /api/v1/roles': async () => ({ path: '/api/v1/roles' }),
+  'POST /api/v1/roles': async (fx) => {
+    const name = unique('role')
+    return { path: '/api/v1/roles', body: { name, claims: ['vm:read'], description: 'made by a test' }, cleanup: () => ignore(() => fx.auth.deleteRole(name)) }
+  },
+  'DELETE /api/v1/roles/:name': async (fx) => {
+    const name = unique('doomed-role')
+    await fx.auth.createRole({ name, claims: ['vm:read'] })
+    return { path: `/api/v1/roles/${name}`, cleanup: () => ignore(() => fx.auth.deleteRole(name)) }
+  },
+
+  'GET /api/v1/api-keys': async () => ({ path: '/api/v1/api-keys' }),
+  'POST /api/v1/api-keys': async (fx) => ({
+    path: '/api/v1/api-keys',
+    body: { name: unique('key') },
+    cleanup: (res) => ignore(async () => { if (res.status === 201) await fx.auth.deleteApiKey(res.body.id) })
+  }),
+  'DELETE /api/v1/api-keys/:id': async (fx, caller) => {
+    // The caller's own key: revoking someone else's needs user:write on top of the route's claim.
+    const key = await fx.auth.createApiKey({ username: userOf(caller), name: unique('doomed-key') })
+    return { path: `/api/v1/api-keys/${key.id}`, cleanup: () => ignore(() => fx.auth.deleteApiKey(key.id)) }
+  },
+
+  'GET /api/v1/images': async () => ({ path: '/api/v1/images' }),
+  'POST /api/v1/images': async () => ({ path: '/api/v1/images', body: { name: unique('image'), path: '/var/lib/corral/images/test.qcow2' } }),
+
+  'GET /api/v1/vms': async () => ({ path: '/api/v1/vms' }),
+  'POST /api/v1/vms': async (fx) => ({
+    path: '/api/v1/vms?wait=true',
+    body: { image: IMAGE, name: unique('vm'), cpus: 1, memoryMiB: 512, labels: { suite: 'api' } },
+    cleanup: (res) => removeVm(fx, res.body?.id)
+  }),
+  'GET /api/v1/vms/:id': async (fx) => {
+    const vm = await fx.createVm()
+    return { path: `/api/v1/vms/${vm.id}`, cleanup: () => removeVm(fx, vm.id) }
+  },
+  'DELETE /api/v1/vms/:id': async (fx) => {
+    const vm = await fx.createVm()
+    return { path: `/api/v1/vms/${vm.id}`, cleanup: () => removeVm(fx, vm.id) }
+  },
+  'POST /api/v1/vms/:id/exec': async (fx) => {
+    const vm = await fx.createVm()
+    return { path: `/api/v1/vms/${vm.id}/exec`, body: { command: ['echo', 'hello'], env: { CI: 'true' }, timeoutSeconds: 30 }, cleanup: () => removeVm(fx, vm.id) }
+  },
+  'POST /api/v1/vms/:id/:action': async (fx) => {
+    const vm = await fx.createVm()
+    return { path: `/api/v1/vms/${vm.id}/stop`, cleanup: () => removeVm(fx, vm.id) }
+  },
+
+  'GET /api/v1/hosts': async () => ({ path: '/api/v1/hosts' })
+}
