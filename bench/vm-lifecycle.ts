@@ -1,16 +1,26 @@
 /**
- * bench/vm-lifecycle (sim): create+delete cycles per second through the API of a real `corral node`
- * process with sim timings at zero, and the API's own overhead per call. Prints figures; asserts nothing.
+ * bench/vm-lifecycle: what a VM's life costs through the API of a real `corral node` process.
+ *   --driver sim (default): create+delete cycles per second with sim timings at zero, and the API's
+ *     own overhead per call.
+ *   --driver qemu: POST /api/v1/vms to exec-ready for the test guest, split into the hypervisor's part
+ *     (a direct qemu boot of the same image, same command line, measured in the same run) and corral's
+ *     own overhead.
+ * Prints figures; asserts nothing.
  *
- *   npm run bench:vm-lifecycle -- [--cycles 2000] [--concurrency 8]
+ *   npm run bench:vm-lifecycle -- [--driver sim|qemu] [--cycles 2000] [--concurrency 8] [--runs 7]
  */
 import { parseArgs } from 'node:util'
 import { startNodeProcess, call, ADMIN_PASSWORD } from '../test/helpers/node-process.ts'
 
-const { values } = parseArgs({ options: { cycles: { type: 'string', default: '2000' }, concurrency: { type: 'string', default: '8' }, calls: { type: 'string', default: '2000' } } })
+const { values } = parseArgs({ options: { driver: { type: 'string', default: 'sim' }, runs: { type: 'string', default: '7' }, cycles: { type: 'string', default: '2000' }, concurrency: { type: 'string', default: '8' }, calls: { type: 'string', default: '2000' } } })
 const cycles = Number(values.cycles)
 const concurrency = Number(values.concurrency)
 const calls = Number(values.calls)
+
+if (values.driver === 'qemu') {
+  await benchQemu(Math.max(1, Math.min(50, Number(values.runs))))
+  process.exit(0)
+}
 
 const node = await startNodeProcess({
   CORRAL_LOG_LEVEL: 'warn',
@@ -62,4 +72,40 @@ try {
   await latency('POST /api/v1/vms/{id}/exec of "true" (sim exec 0 ms)', async () => await call(node.url, 'POST', `/api/v1/vms/${vm.id}/exec`, { token, body: { command: ['true'] } }))
 } finally {
   await node.destroy()
+}
+
+async function benchQemu (runs: number): Promise<void> {
+  const { buildTestGuest } = await import('../test/drivers/qemu/helpers.ts')
+  const { directBoot } = await import('./qemu-direct.ts')
+  const guestDir = await buildTestGuest()
+  const qnode = await startNodeProcess({ CORRAL_DRIVER: 'qemu', CORRAL_QEMU_IMAGE_DIRS: guestDir, CORRAL_LOG_LEVEL: 'warn' })
+  const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); const m = Math.floor(s.length / 2); return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2 }
+  try {
+    const token = (await call(qnode.url, 'POST', '/api/v1/auth/token', { body: { username: 'admin', password: ADMIN_PASSWORD } })).body.token as string
+    const hosts = await call(qnode.url, 'GET', '/api/v1/hosts', { token })
+    const accel = hosts.body.items[0].capacity.accelerator as { name: 'kvm' | 'hvf' | 'tcg', reason: string }
+    const api: number[] = []
+    const direct: number[] = []
+    for (let i = 0; i < runs; i++) {
+      // Alternate the two so load from elsewhere on the machine hits both alike.
+      direct.push(await directBoot(guestDir, accel.name))
+      const t = performance.now()
+      const created = await call(qnode.url, 'POST', '/api/v1/vms?wait=true', { token, body: { image: 'corral-test-guest' } })
+      if (created.body.state !== 'running') throw new Error(`VM did not boot: ${JSON.stringify(created.body)}`)
+      const exec = await call(qnode.url, 'POST', `/api/v1/vms/${created.body.id as string}/exec`, { token, body: { command: ['true'] } })
+      if (exec.body.exitCode !== 0) throw new Error('exec true failed')
+      api.push(performance.now() - t)
+      await call(qnode.url, 'DELETE', `/api/v1/vms/${created.body.id as string}`, { token })
+      process.stderr.write(`run ${i + 1}/${runs}: API ${Math.round(api[i])} ms, direct ${Math.round(direct[i])} ms\n`)
+    }
+    console.log(`qemu (${accel.name}: ${accel.reason})`)
+    console.log(`POST /api/v1/vms to exec-ready: median ${Math.round(median(api))} ms over ${runs} runs`)
+    console.log(`direct qemu boot of the same image to agent answer: median ${Math.round(median(direct))} ms`)
+    console.log(`corral's own overhead (difference of medians): ${Math.round(median(api) - median(direct))} ms`)
+  } finally {
+    await qnode.stop()
+    const { killProcessesMentioning } = await import('../test/drivers/qemu/helpers.ts')
+    await killProcessesMentioning(qnode.dataDir)
+    await qnode.destroy()
+  }
 }
