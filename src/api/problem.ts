@@ -38,7 +38,9 @@ const statusByName: Record<string, number> = {
   VmNotFoundInDriverError: 502,
   GuestAgentUnavailableError: 503,
   DriverUnavailableError: 503,
-  ExecTimeoutError: 504
+  ExecTimeoutError: 504,
+  // The client went away (it cancelled, or its connection closed) before the answer: nginx's 499.
+  RpcAbortedError: 499
 }
 
 export interface ProblemDocument {
@@ -56,6 +58,9 @@ export function toProblem (err: unknown): ProblemDocument {
   if (err instanceof CorralError && statusByName[err.name] != null) {
     const status = statusByName[err.name]
     return { ...err.details, type: `urn:corral:problem:${kebab(err.name)}`, title: err.name, status, detail: err.message }
+  }
+  if ((err as Error)?.name === 'AbortError') {
+    return { type: 'urn:corral:problem:client-closed-request', title: 'ClientClosedRequest', status: 499, detail: 'the client went away before the answer was ready; the work was cancelled' }
   }
   // Errors from Koa and its body parser carry an HTTP status and a message meant for the client.
   // The parser's JSON syntax errors are plain SyntaxErrors given status 400 but no `expose`.

@@ -114,3 +114,19 @@ test('exec timeouts above the node maximum are refused before running', async ()
   await assert.rejects(host.exec(vm.id, { command: ['true'], timeoutSeconds: 61 }), { name: 'VmRequestError' })
   assert.equal((await host.exec(vm.id, { command: ['echo', 'hi'] })).stdout, 'hi\n')
 })
+
+test('two lifecycle actions on one VM at once: the second is refused, never interleaved', async () => {
+  const store = new MemoryStore()
+  const driver = createSimDriver({ logger, store }, { cpus: 8, memoryMiB: 16384, diskMiB: 1_000_000, arch: 'x86_64', labels: {}, timings: { ...timings, stopMs: 50 } })
+  await driver.open()
+  const images = new LocalImages({ driver, store, logger, clock: Date.now })
+  const host = new HostAgent({ driver, store, images, logger, clock: Date.now }, { hostName: 'h1', execTimeoutSeconds: 30, maxExecTimeoutSeconds: 60 })
+  await host.start()
+  const { vm, done } = await host.create({ image: 'sim-ubuntu-24.04', owner: 'a' })
+  await done
+  const results = await Promise.allSettled([host.act(vm.id, 'suspend'), host.act(vm.id, 'stop')])
+  assert.equal(results.filter(r => r.status === 'fulfilled').length, 1)
+  const refused = results.find(r => r.status === 'rejected') as PromiseRejectedResult
+  assert.equal(refused.reason.name, 'InvalidVmStateError')
+  assert.match(refused.reason.message, /under way/)
+})

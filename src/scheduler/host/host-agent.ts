@@ -63,6 +63,8 @@ export class HostAgent extends EventTarget {
   private ledger = new ReservationLedger({ cpus: 0, memoryMiB: 0, diskMiB: 0 })
   private hostCapacity?: HostCapacity
   private readonly background = new Set<Promise<unknown>>()
+  /** VMs with a lifecycle action under way, and which: one at a time per VM. */
+  private readonly busy = new Map<string, string>()
   private readonly onDriverExit = (event: Event): void => { this.driverReportedExit(event as CustomEvent<{ id: string, state: DriverVm['state'], reason: string }>) }
 
   constructor (components: HostAgentComponents, init: HostAgentInit) {
@@ -160,7 +162,8 @@ export class HostAgent extends EventTarget {
     this.emit({ type: 'vm.state', vm: record, at: now })
     this.components.logger.info({ vm: id, name, image: image.name, owner: request.owner, ...want }, 'VM admitted')
 
-    const done = this.track(this.provision(record, image, request.start !== false))
+    this.busy.set(id, 'create')
+    const done = this.track(this.provision(record, image, request.start !== false).finally(() => this.busy.delete(id)))
     return { vm: structuredClone(record), done }
   }
 
@@ -184,7 +187,21 @@ export class HostAgent extends EventTarget {
   async act (id: string, action: LifecycleAction): Promise<VmRecord> {
     const record = this.require(id)
     this.check(record, action)
-    return await this.runAction(record, action)
+    return await this.exclusively(record, action, async () => await this.runAction(record, action))
+  }
+
+  /** Runs one lifecycle action on a VM; a second one meanwhile is refused, not interleaved. */
+  private async exclusively<T> (record: VmRecord, action: string, work: () => Promise<T>): Promise<T> {
+    const current = this.busy.get(record.id)
+    if (current != null) {
+      throw new InvalidVmStateError(`cannot ${action} VM ${record.id} while it is ${record.state}: a ${current} is under way; wait for it to finish`, { id: record.id, state: record.state, action, busyWith: current })
+    }
+    this.busy.set(record.id, action)
+    try {
+      return await work()
+    } finally {
+      this.busy.delete(record.id)
+    }
   }
 
   private async runAction (record: VmRecord, action: LifecycleAction): Promise<VmRecord> {
@@ -208,8 +225,10 @@ export class HostAgent extends EventTarget {
   async delete (id: string): Promise<void> {
     const record = this.require(id)
     this.check(record, 'delete')
-    await this.setState(record, 'deleting')
-    await this.finishDelete(record)
+    await this.exclusively(record, 'delete', async () => {
+      await this.setState(record, 'deleting')
+      await this.finishDelete(record)
+    })
   }
 
   private async finishDelete (record: VmRecord, reason?: string): Promise<void> {
