@@ -40,6 +40,9 @@ export function resolveConfig (sources: ConfigSources): Config {
 
   if (!validate(config)) throw new ConfigError(describeErrors(validate.errors ?? [], config, origin))
   const checked = config as unknown as Config
+  if (checked.cluster.suspectAfterMs >= checked.cluster.deadAfterMs) {
+    throw new ConfigError(`config key cluster.suspectAfterMs (${checked.cluster.suspectAfterMs}) must be less than cluster.deadAfterMs (${checked.cluster.deadAfterMs})`)
+  }
   if (checked.vm.execTimeoutSeconds > checked.vm.maxExecTimeoutSeconds) {
     throw new ConfigError(`config key vm.execTimeoutSeconds (${checked.vm.execTimeoutSeconds}) must not exceed vm.maxExecTimeoutSeconds (${checked.vm.maxExecTimeoutSeconds})`)
   }

@@ -16,6 +16,18 @@ export const ConfigSchema = Type.Object({
     addr: HostPort,
     maxBodyBytes: Type.Integer({ minimum: 1024, maximum: 1_073_741_824 })
   }, { additionalProperties: false }),
+  cluster: Type.Object({
+    key: Type.String(),
+    joinToken: Type.String(),
+    listen: Type.Array(Type.String({ pattern: '^/', description: 'a multiaddr such as /ip4/0.0.0.0/tcp/7946' }), { minItems: 1 }),
+    bootstrap: Type.Array(Type.String({ pattern: '^/', description: 'a multiaddr such as /ip4/10.0.0.5/tcp/7946/p2p/12D3Koo...' })),
+    mdns: Type.Boolean(),
+    mdnsIntervalMs: Type.Integer({ minimum: 100, maximum: 600_000 }),
+    heartbeatMs: Type.Integer({ minimum: 50, maximum: 60_000 }),
+    suspectAfterMs: Type.Integer({ minimum: 100, maximum: 600_000 }),
+    deadAfterMs: Type.Integer({ minimum: 200, maximum: 3_600_000 }),
+    colocationWeight: Type.Number({ minimum: -100, maximum: 0 })
+  }, { additionalProperties: false }),
   driver: Type.Union([Type.Literal('auto'), Type.Literal('qemu'), Type.Literal('parallels'), Type.Literal('sim')]),
   auth: Type.Object({
     adminPassword: Type.String(),
@@ -59,7 +71,11 @@ export type Config = Static<typeof ConfigSchema>
 
 /** Short environment names the documentation promises, beside the derived CORRAL_<PATH> ones. */
 const envAliases: Record<string, string> = {
-  'auth.adminPassword': 'CORRAL_ADMIN_PASSWORD'
+  'auth.adminPassword': 'CORRAL_ADMIN_PASSWORD',
+  'cluster.joinToken': 'CORRAL_JOIN_TOKEN',
+  'cluster.listen': 'CORRAL_P2P_ADDR',
+  'cluster.bootstrap': 'CORRAL_BOOTSTRAP',
+  'cluster.mdns': 'CORRAL_MDNS'
 }
 
 /** One overridable key: its dotted path, env variable, flag and schema. */
