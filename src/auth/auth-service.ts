@@ -4,8 +4,8 @@
  * so deleting a user, revoking a key or changing roles takes effect at once, even for live tokens.
  */
 import { randomBytes, randomUUID } from 'node:crypto'
-import { SignJWT, errors as joseErrors, jwtVerify } from 'jose'
-import type { JWTPayload } from 'jose'
+import { SignJWT, errors as joseErrors, importJWK, jwtVerify } from 'jose'
+import type { CryptoKey, JWK, JWTPayload } from 'jose'
 import type { Logger } from 'pino'
 import type { Store } from '../store/types.ts'
 import { BUILTIN_ROLE_CLAIMS, BUILTIN_ROLE_DESCRIPTIONS, BUILTIN_ROLE_NAMES, isBuiltinRole, isClaim } from './claims.ts'
@@ -24,6 +24,15 @@ import { LoginLockout } from './lockout.ts'
 import { hashPassword, needsRehash, verifyPassword } from './password.ts'
 import { JWT_ALGORITHM, loadOrCreateSigningKey } from './signing-key.ts'
 import type { SigningKey } from './signing-key.ts'
+
+/** Collection `jwt-keys`: each node's public token key, so any node verifies any node's tokens. */
+export const JWT_KEYS_COLLECTION = 'jwt-keys'
+
+interface PublishedKey {
+  kid: string
+  jwk: JWK
+  createdAt: string
+}
 import type {
   ApiKeyInfo, ApiKeyRecord, AuthComponents, AuthInit, AuthService, ChangePasswordOptions, CreateApiKeyInput,
   CreateRoleInput, CreateUserInput, CreatedApiKey, PasswordHash, Principal, PrincipalKind, RoleInfo, RoleRecord,
@@ -53,6 +62,8 @@ export class DefaultAuthService implements AuthService {
   readonly #audience: string
   readonly #hashCost: number
   readonly #lockout: LoginLockout
+  /** Public keys of other nodes, imported once per key id. */
+  readonly #peerKeys = new Map<string, CryptoKey>()
   #started: Started | undefined
   #initialAdminPassword: string | undefined
   /** Writes run one at a time, so check-then-put (unique names, last admin) cannot race. */
@@ -77,6 +88,10 @@ export class DefaultAuthService implements AuthService {
     await this.#serial(async () => {
       await this.#ensureBuiltinRoles()
       await this.#bootstrapAdmin()
+      // Other nodes verify this node's tokens with it (the collection is cluster-wide in a mesh).
+      if (this.#store.get(JWT_KEYS_COLLECTION, signingKey.kid) == null) {
+        await this.#store.put<PublishedKey>(JWT_KEYS_COLLECTION, signingKey.kid, { kid: signingKey.kid, jwk: signingKey.publicJwk, createdAt: this.#now() })
+      }
     })
     this.#started = { signingKey, decoyHash }
   }
@@ -128,7 +143,7 @@ export class DefaultAuthService implements AuthService {
 
     let payload: JWTPayload
     try {
-      ({ payload } = await jwtVerify(credential, signingKey.publicKey, {
+      ({ payload } = await jwtVerify(credential, async (header) => await this.#verificationKey(signingKey, header.kid), {
         algorithms: [JWT_ALGORITHM],
         issuer: this.#issuer,
         audience: this.#audience,
@@ -400,7 +415,20 @@ export class DefaultAuthService implements AuthService {
     }
   }
 
+  /** This node's key, or another node's published one: a token from any node of the cluster verifies. */
+  async #verificationKey (own: SigningKey, kid: string | undefined): Promise<CryptoKey> {
+    if (kid == null || kid === own.kid) return own.publicKey
+    const cached = this.#peerKeys.get(kid)
+    if (cached != null) return cached
+    const published = this.#store.get<PublishedKey>(JWT_KEYS_COLLECTION, kid)
+    if (published == null) throw new joseErrors.JWKSNoMatchingKey()
+    const key = await importJWK(published.jwk, JWT_ALGORITHM) as CryptoKey
+    this.#peerKeys.set(kid, key)
+    return key
+  }
+
   async #bootstrapAdmin (): Promise<void> {
+    if (this.#init.bootstrapAdmin === false) return
     if (this.#store.list<UserRecord>(USERS_COLLECTION).length > 0) {
       if (this.#init.adminPassword != null) {
         this.#logger.info('adminPassword option ignored: users exist already (change the password through the API instead)')

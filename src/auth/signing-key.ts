@@ -16,6 +16,8 @@ export const JWT_ALGORITHM = 'EdDSA'
 export interface SigningKey {
   privateKey: CryptoKey
   publicKey: CryptoKey
+  /** The public half as a JWK, published so other nodes of the cluster can verify this node's tokens. */
+  publicJwk: JWK
   /** JWK thumbprint; goes in each token's header so keys can be rotated later. */
   kid: string
   path: string
@@ -95,7 +97,7 @@ async function readKeyFile (path: string): Promise<SigningKey> {
     const privateKey = await importJWK({ ...publicJwk, d: jwk.d }, JWT_ALGORITHM) as CryptoKey
     const publicKey = await importJWK(publicJwk, JWT_ALGORITHM) as CryptoKey
     const kid = await calculateJwkThumbprint(publicJwk)
-    return { privateKey, publicKey, kid, path }
+    return { privateKey, publicKey, publicJwk, kid, path }
   } catch (err) {
     throw new AuthKeyFileError(`The JWT signing key file holds an unusable Ed25519 key. ${keyFileHelp(path)}`, { path }, { cause: err })
   }

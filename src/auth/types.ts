@@ -39,6 +39,11 @@ export interface AuthInit {
    * another N still verify and are re-hashed with this one at the next successful login.
    */
   passwordHashCost?: number
+  /**
+   * Create the `admin` user when there are no users. Default true. A node joining an existing
+   * cluster passes false: its users arrive by sync, and a second admin must not be made.
+   */
+  bootstrapAdmin?: boolean
 }
 
 export type PrincipalKind = 'user' | 'apikey'

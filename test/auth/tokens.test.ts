@@ -148,3 +148,31 @@ describe('auth tokens', () => {
     }
   })
 })
+
+it('a token issued by another node of the cluster verifies through its published key', async () => {
+  const { createAuthService } = await import('../../src/auth/index.ts')
+  const { MemoryStore } = await import('../helpers/memory-store.ts')
+  const { mkdtemp, rm } = await import('node:fs/promises')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const { pino } = await import('pino')
+  // One shared store stands in for the replicated collections; each node has its own data folder and key.
+  const shared = new MemoryStore()
+  const dirs = [await mkdtemp(join(tmpdir(), 'auth-a-')), await mkdtemp(join(tmpdir(), 'auth-b-'))]
+  const init = { tokenTtlSeconds: 600, lockout: { maxFailures: 5, windowSeconds: 60, lockSeconds: 60 }, passwordHashCost: 1024 }
+  const a = createAuthService({ store: shared, logger: pino({ level: 'silent' }) }, { ...init, dataDir: dirs[0], adminPassword: 'first-node-password' })
+  const b = createAuthService({ store: shared, logger: pino({ level: 'silent' }) }, { ...init, dataDir: dirs[1], bootstrapAdmin: false })
+  try {
+    await a.start()
+    await b.start()
+    assert.equal(shared.list('users').length, 1, 'the joining node made no second admin')
+    const { token } = await a.login('admin', 'first-node-password')
+    assert.equal((await b.authenticate(token)).subject, 'admin')
+    const other = await b.login('admin', 'first-node-password')
+    assert.equal((await a.authenticate(other.token)).subject, 'admin')
+  } finally {
+    await a.stop()
+    await b.stop()
+    for (const d of dirs) await rm(d, { recursive: true, force: true })
+  }
+})
