@@ -3,9 +3,18 @@ import type { AuthService } from '../auth/index.ts'
 import type { LocalImages } from '../catalog/index.ts'
 import type { VmService } from '../scheduler/index.ts'
 
+/** What the API shows of the mesh; absent on a node built without one (tests). */
+export interface ClusterInfo {
+  self: () => { peerId: string, nodeName: string, multiaddrs: string[] }
+  members: () => Array<{ peerId: string, nodeName: string, status: string, apiAddress?: string, addrs: string[], lastSeen: number, self: boolean }>
+  /** A token another node can join with: the cluster key and this node's addresses. */
+  joinToken: () => string
+}
+
 export interface ApiComponents {
   auth: AuthService
   vms: VmService
+  cluster?: ClusterInfo
   images: LocalImages
   logger: Logger
   clock: () => number

@@ -24,3 +24,8 @@ export class PayloadTooLargeError extends CorralError {
 export class UnsupportedBodyError extends CorralError {
   override name = 'UnsupportedBodyError'
 }
+
+/** A cluster route was called on a node that has no mesh. */
+export class MeshUnavailableError extends CorralError {
+  override name = 'MeshUnavailableError'
+}

@@ -37,6 +37,12 @@ const statusByName: Record<string, number> = {
   HypervisorError: 502,
   VmNotFoundInDriverError: 502,
   GuestAgentUnavailableError: 503,
+  PeerUnavailableError: 503,
+  MeshNotRunningError: 503,
+  MeshUnavailableError: 503,
+  RpcMethodNotFoundError: 502,
+  RpcProtocolError: 502,
+  RpcTimeoutError: 504,
   DriverUnavailableError: 503,
   ExecTimeoutError: 504,
   // The client went away (it cancelled, or its connection closed) before the answer: nginx's 499.

@@ -14,6 +14,7 @@ import { MethodNotAllowedError, RouteNotFoundError, UnsupportedBodyError } from 
 import { UnauthenticatedError } from '../auth/index.ts'
 import { authRoutes } from './routes/auth.ts'
 import { vmRoutes } from './routes/vms.ts'
+import { clusterRoutes } from './routes/cluster.ts'
 
 export interface ApiServer {
   start: () => Promise<void>
@@ -25,7 +26,7 @@ export interface ApiServer {
 
 /** Every REST route; exported for the OpenAPI document and the route-by-role test. */
 export function apiRoutes (components: ApiComponents): RouteDef[] {
-  return [...authRoutes(components), ...vmRoutes(components)]
+  return [...authRoutes(components), ...vmRoutes(components), ...clusterRoutes(components)]
 }
 
 export function createApiServer (components: ApiComponents, init: ApiInit): ApiServer {

@@ -28,7 +28,7 @@ export function createWebsocketGateway (components: ApiComponents) {
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 })
   const routes: WsRoute[] = [
     { pattern: /^\/api\/v1\/events$/, claim: 'events:read', serve: (ws, _m, _p, url) => serveEvents(ws, url) },
-    { pattern: /^\/api\/v1\/vms\/([^/]+)\/exec$/, claim: 'vm:exec', serve: (ws, m) => serveExec(ws, decodePathSegment(m[1])) }
+    { pattern: /^\/api\/v1\/vms\/([^/]+)\/exec$/, claim: 'vm:exec', serve: (ws, m, p) => serveExec(ws, p.subject, decodePathSegment(m[1])) }
   ]
 
   function serveEvents (ws: WebSocket, url: URL): void {
@@ -45,7 +45,7 @@ export function createWebsocketGateway (components: ApiComponents) {
     ws.send(JSON.stringify({ type: 'subscribed' }))
   }
 
-  function serveExec (ws: WebSocket, id: string): void {
+  function serveExec (ws: WebSocket, caller: string, id: string): void {
     const abort = new AbortController()
     const wait = setTimeout(() => fail(new RequestValidationError('no exec request arrived within 30 s of connecting; send {"command": [...]} first')), EXEC_REQUEST_WAIT_MS)
     const fail = (err: unknown): void => {
@@ -73,6 +73,7 @@ export function createWebsocketGateway (components: ApiComponents) {
           const request = validateInput<{ command: string[], env?: Record<string, string>, timeoutSeconds?: number }>(ExecRequest, body, 'body')
           const result = await components.vms.exec(id, {
             ...request,
+            caller,
             signal: abort.signal,
             onOutput: (stream, chunk) => { if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: stream, data: Buffer.from(chunk).toString('utf8') })) }
           })

@@ -11,7 +11,7 @@ export const CLAIMS = [
   'user:read', 'user:write',
   'role:read', 'role:write',
   'apikey:read', 'apikey:write',
-  'cluster:read',
+  'cluster:read', 'cluster:write',
   'catalog:read', 'catalog:write',
   'proxy:read', 'proxy:write'
 ] as const

@@ -4,6 +4,4 @@ export { vmStates, vmActions, canDo, type VmState, type VmAction } from './host/
 export { ReservationLedger, type Resources, type Admission } from './host/reservations.ts'
 export * from './errors.ts'
 
-import type { HostAgent } from './host/host-agent.ts'
-/** What the API needs from whoever runs VMs: this host now, the cluster once the mesh routes requests. */
-export type VmService = Pick<HostAgent, 'list' | 'get' | 'create' | 'act' | 'delete' | 'exec' | 'forwardPort' | 'info' | 'addEventListener' | 'removeEventListener'>
+export type { VmService, HostView, Awaitable, LifecycleAction } from './types.ts'

@@ -94,5 +94,7 @@ export const examples: Record<string, Example> = {
     return { path: `/api/v1/vms/${vm.id}/stop`, cleanup: () => removeVm(fx, vm.id) }
   },
 
-  'GET /api/v1/hosts': async () => ({ path: '/api/v1/hosts' })
+  'GET /api/v1/hosts': async () => ({ path: '/api/v1/hosts' }),
+  'GET /api/v1/cluster': async () => ({ path: '/api/v1/cluster' }),
+  'GET /api/v1/cluster/join-token': async () => ({ path: '/api/v1/cluster/join-token' })
 }

@@ -121,7 +121,13 @@ export async function startApiFixture (options: FixtureOptions = {}): Promise<Ap
     await host.start()
     stack.push(async () => await host.stop())
 
-    const api: ApiServer = createApiServer({ auth, vms: host, images, logger, clock }, {
+    // A stand-in for the mesh: the cluster routes' own behaviour is tested with real nodes in test/e2e.
+    const cluster = {
+      self: () => ({ peerId: '12D3KooWFixture', nodeName: 'fixture', multiaddrs: ['/ip4/127.0.0.1/tcp/7946/p2p/12D3KooWFixture'] }),
+      members: () => [{ peerId: '12D3KooWFixture', nodeName: 'fixture', status: 'alive', addrs: [], lastSeen: Date.now(), self: true }],
+      joinToken: () => 'fixture-join-token'
+    }
+    const api: ApiServer = createApiServer({ auth, vms: host, images, logger, clock, cluster }, {
       addr: '127.0.0.1:0', maxBodyBytes: MAX_BODY_BYTES, version: '0.0.0-test'
     })
     await api.start()

@@ -10,7 +10,7 @@ describe('auth roles and claims', () => {
   it('defines the claim list and the built-in roles exactly as specified', () => {
     assert.deepEqual([...CLAIMS], [
       'vm:read', 'vm:write', 'vm:exec', 'image:read', 'image:write', 'host:read', 'events:read',
-      'user:read', 'user:write', 'role:read', 'role:write', 'apikey:read', 'apikey:write', 'cluster:read',
+      'user:read', 'user:write', 'role:read', 'role:write', 'apikey:read', 'apikey:write', 'cluster:read', 'cluster:write',
       'catalog:read', 'catalog:write', 'proxy:read', 'proxy:write'
     ])
     assert.deepEqual(sorted(BUILTIN_ROLE_CLAIMS.admin), sorted(CLAIMS))

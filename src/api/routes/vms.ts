@@ -18,7 +18,7 @@ export function vmRoutes ({ vms, images }: ApiComponents): RouteDef[] {
     {
       method: 'get', path: '/api/v1/vms', claim: 'vm:read', tag: 'vms', summary: 'List VMs',
       success: { status: 200, schema: listOf(Vm), description: 'every VM' },
-      handler: () => ({ body: { items: vms.list() } })
+      handler: async () => ({ body: { items: await vms.list() } })
     },
     {
       method: 'post', path: '/api/v1/vms', claim: 'vm:write', tag: 'vms', summary: 'Create a VM from an image (booted unless start is false)',
@@ -33,32 +33,32 @@ export function vmRoutes ({ vms, images }: ApiComponents): RouteDef[] {
     {
       method: 'get', path: '/api/v1/vms/:id', claim: 'vm:read', tag: 'vms', summary: 'Get a VM',
       params: IdParams, success: { status: 200, schema: Vm, description: 'the VM' },
-      handler: ({ params }) => ({ body: vms.get(params.id) })
+      handler: async ({ params }) => ({ body: await vms.get(params.id) })
     },
     {
       method: 'delete', path: '/api/v1/vms/:id', claim: 'vm:write', tag: 'vms', summary: 'Delete a VM (stopping it first if it runs)',
       params: IdParams, success: { status: 204, description: 'deleted; its resources are free' },
-      handler: async ({ params }) => { await vms.delete(params.id); return { status: 204 } }
+      handler: async ({ params, principal }) => { await vms.delete(params.id, principal.subject); return { status: 204 } }
     },
     {
       method: 'post', path: '/api/v1/vms/:id/exec', claim: 'vm:exec', tag: 'vms',
       summary: 'Run a command in a VM and wait for it (the websocket form at the same path streams output)',
       params: IdParams, body: ExecRequest, success: { status: 200, schema: ExecResult, description: 'exit code and output' },
-      handler: async ({ params, body, ctx }) => {
+      handler: async ({ params, body, ctx, principal }) => {
         const abort = new AbortController()
         ctx.req.once('close', () => { if (!ctx.res.writableEnded) abort.abort() })
-        return { body: await vms.exec(params.id, { ...body, signal: abort.signal }) }
+        return { body: await vms.exec(params.id, { ...body, signal: abort.signal, caller: principal.subject }) }
       }
     },
     {
       method: 'post', path: '/api/v1/vms/:id/:action', claim: 'vm:write', tag: 'vms', summary: 'start, stop, suspend, resume or restart a VM',
       params: VmActionParams, success: { status: 200, schema: Vm, description: 'the VM in its new state' },
-      handler: async ({ params }) => ({ body: await vms.act(params.id, params.action) })
+      handler: async ({ params, principal }) => ({ body: await vms.act(params.id, params.action, principal.subject) })
     },
     {
       method: 'get', path: '/api/v1/hosts', claim: 'host:read', tag: 'hosts', summary: 'List hosts with capacity and VMs',
-      success: { status: 200, schema: listOf(Host), description: 'this host (the mesh adds the others)' },
-      handler: () => ({ body: { items: [vms.info()] } })
+      success: { status: 200, schema: listOf(Host), description: 'every host of the cluster, with its state, capacity, VMs and images' },
+      handler: async () => ({ body: { items: await vms.hosts() } })
     }
   ]
 }

@@ -7,6 +7,7 @@ import { InsufficientCapacityError, InvalidVmStateError, VmNameTakenError, VmNot
 import { ReservationLedger, type Resources } from './reservations.ts'
 import { actionRules, canDo, isTransitional, refusal, type VmAction, type VmState } from './vm-state.ts'
 import type { VmEvent, VmRecord } from './vm-record.ts'
+import type { HostView, LifecycleAction } from '../types.ts'
 
 export interface HostAgentComponents {
   driver: Driver
@@ -49,7 +50,6 @@ export interface HostInfo {
   state: 'alive'
 }
 
-type LifecycleAction = Exclude<VmAction, 'delete' | 'exec'>
 const COLLECTION = 'vms'
 
 /**
@@ -121,6 +121,11 @@ export class HostAgent extends EventTarget {
 
   get (id: string): VmRecord {
     return structuredClone(this.require(id))
+  }
+
+  /** This host alone, as the API lists hosts when there is no mesh. */
+  async hosts (): Promise<HostView[]> {
+    return [{ ...this.info(), state: 'alive', images: (await this.components.images.list()).map(i => i.name), self: true }]
   }
 
   info (): HostInfo {

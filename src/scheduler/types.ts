@@ -1,0 +1,37 @@
+import type { ExecResult, PortForward } from '../drivers/types.ts'
+import type { CreateVmRequest, ExecOptions, HostInfo } from './host/host-agent.ts'
+import type { VmRecord } from './host/vm-record.ts'
+import type { VmAction } from './host/vm-state.ts'
+
+export type Awaitable<T> = T | Promise<T>
+export type LifecycleAction = Exclude<VmAction, 'delete' | 'exec'>
+
+/** A host as the API shows it: its own report plus what membership says of it. */
+export interface HostView extends Omit<HostInfo, 'state'> {
+  state: 'alive' | 'suspect' | 'dead'
+  /** The host's mesh identity (absent for a node without a mesh). */
+  peerId?: string
+  /** Images the host can clone now. */
+  images: string[]
+  /** True for the node answering. */
+  self: boolean
+  lastSeen?: string
+}
+
+/**
+ * What the API needs from whoever runs VMs: one host (HostAgent) or the whole cluster
+ * (ClusterVms, which forwards to the owning host). Dispatches 'vm' events (VmEvent).
+ */
+export interface VmService {
+  list: () => Awaitable<VmRecord[]>
+  get: (id: string) => Awaitable<VmRecord>
+  create: (request: CreateVmRequest) => Promise<{ vm: VmRecord, done: Promise<VmRecord> }>
+  /** `caller` (the acting user) travels with requests forwarded to another host, for its log. */
+  act: (id: string, action: LifecycleAction, caller?: string) => Promise<VmRecord>
+  delete: (id: string, caller?: string) => Promise<void>
+  exec: (id: string, options: ExecOptions & { caller?: string }) => Promise<ExecResult>
+  forwardPort: (id: string, guestPort: number) => Promise<PortForward>
+  hosts: () => Awaitable<HostView[]>
+  addEventListener: EventTarget['addEventListener']
+  removeEventListener: EventTarget['removeEventListener']
+}
