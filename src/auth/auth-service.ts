@@ -440,7 +440,7 @@ export class DefaultAuthService implements AuthService {
     const password = this.#init.adminPassword ?? randomBytes(GENERATED_PASSWORD_BYTES).toString('base64url')
     const now = this.#now()
     const admin: UserRecord = {
-      id: randomUUID(),
+      id: this.#init.adminUserId ?? randomUUID(),
       username: ADMIN_USERNAME,
       password: await hashPassword(password, this.#hashCost),
       roles: [ADMIN_ROLE],

@@ -44,6 +44,11 @@ export interface AuthInit {
    * cluster passes false: its users arrive by sync, and a second admin must not be made.
    */
   bootstrapAdmin?: boolean
+  /**
+   * Record id of the bootstrap admin. Nodes of one cluster that each bootstrap (mDNS labs started
+   * at once) then write one admin record, not two admins with one name. Random when absent.
+   */
+  adminUserId?: string
 }
 
 export type PrincipalKind = 'user' | 'apikey'

@@ -7,13 +7,23 @@ import { createJsonStore } from '../store/index.ts'
 import { createAuthService } from '../auth/index.ts'
 import { LocalImages } from '../catalog/index.ts'
 import { HostAgent } from '../scheduler/index.ts'
+import { ClusterVms } from '../scheduler/cluster/cluster-vms.ts'
+import { StatePublisher } from '../scheduler/cluster/state-publisher.ts'
+import { registerVmRpc } from '../scheduler/cluster/rpc-handlers.ts'
+import { createMeshNode, encodeJoinToken, type MeshNode } from '../node/index.ts'
+import { createReplicatedStore } from '../node/replicated-store.ts'
+import { resolveClusterIdentity } from './cluster-identity.ts'
 import { createApiServer, type ApiServer } from '../api/index.ts'
 import { createDriver } from '../drivers/factory.ts'
 import type { Driver } from '../drivers/types.ts'
 
+/** Collections every node of a cluster shares (users, roles, keys and the keys that sign tokens). */
+const CLUSTER_COLLECTIONS = ['users', 'roles', 'api-keys', 'jwt-keys']
+
 export interface RunningNode {
   api: ApiServer
   driver: Driver
+  mesh: MeshNode
   /** Set on the first start only, when no admin password was configured. */
   initialAdminPassword?: string
   stop: () => Promise<void>
@@ -36,35 +46,71 @@ export async function startNode (config: Config, driverName: Driver['name'], log
     await store.start()
     stack.push(async () => await store.stop())
 
+    const hostName = config.node.name !== '' ? config.node.name : hostname()
+    const cluster = await resolveClusterIdentity(config, dataDir)
+    const mesh = await createMeshNode({ logger: logger.child({ component: 'mesh' }), store, clock }, {
+      dataDir,
+      clusterKey: cluster.key,
+      listen: config.cluster.listen,
+      bootstrap: cluster.bootstrap,
+      mdns: { enabled: config.cluster.mdns, serviceTag: `corral-${cluster.fingerprint.slice(0, 8)}`, intervalMs: config.cluster.mdnsIntervalMs },
+      nodeName: hostName,
+      gossip: { colocationWeight: config.cluster.colocationWeight },
+      heartbeatMs: config.cluster.heartbeatMs,
+      suspectAfterMs: config.cluster.suspectAfterMs,
+      deadAfterMs: config.cluster.deadAfterMs
+    })
+    await mesh.start()
+    stack.push(async () => await mesh.stop())
+    const shared = createReplicatedStore(store, mesh.records, CLUSTER_COLLECTIONS)
+
     const driver = await createDriver(driverName, { logger: logger.child({ component: 'driver' }), store }, config, dataDir)
     await driver.open()
     stack.push(async () => await driver.close())
 
-    const auth = createAuthService({ store, logger, clock }, {
+    const auth = createAuthService({ store: shared, logger, clock }, {
       dataDir,
       adminPassword: config.auth.adminPassword === '' ? undefined : config.auth.adminPassword,
       tokenTtlSeconds: config.auth.tokenTtlSeconds,
-      lockout: config.auth.lockout
+      lockout: config.auth.lockout,
+      bootstrapAdmin: cluster.founding,
+      adminUserId: `admin-${cluster.fingerprint}`
     })
     await auth.start()
     stack.push(async () => await auth.stop())
 
     const images = new LocalImages({ driver, store, logger: logger.child({ component: 'images' }), clock })
     const host = new HostAgent({ driver, store, images, logger: logger.child({ component: 'host' }), clock }, {
-      hostName: config.node.name !== '' ? config.node.name : hostname(),
+      hostName,
       execTimeoutSeconds: config.vm.execTimeoutSeconds,
       maxExecTimeoutSeconds: config.vm.maxExecTimeoutSeconds
     })
     await host.start()
     stack.push(async () => await host.stop())
 
-    const api = createApiServer({ auth, vms: host, images, logger: logger.child({ component: 'api' }), clock }, {
+    registerVmRpc(mesh, host, logger.child({ component: 'rpc' }))
+    const publisher = new StatePublisher({ host, images, mesh, logger })
+    await publisher.start()
+    stack.push(async () => await publisher.stop())
+    const vms = new ClusterVms({ host, images, mesh, logger })
+    vms.start()
+    stack.push(async () => vms.stop())
+
+    const api = createApiServer({
+      auth, vms, images, logger: logger.child({ component: 'api' }), clock,
+      cluster: {
+        self: () => mesh.self(),
+        members: () => mesh.members(),
+        joinToken: () => encodeJoinToken({ clusterKey: cluster.key, bootstrap: mesh.self().multiaddrs })
+      }
+    }, {
       addr: config.api.addr, maxBodyBytes: config.api.maxBodyBytes, version
     })
     await api.start()
     stack.push(async () => await api.stop())
+    mesh.setApiAddress(`http://${api.address()}`)
 
-    return { api, driver, initialAdminPassword: auth.takeInitialAdminPassword(), stop }
+    return { api, driver, mesh, initialAdminPassword: auth.takeInitialAdminPassword(), stop }
   } catch (err) {
     await stop()
     throw err

@@ -31,6 +31,9 @@ export async function startNodeProcess (env: Record<string, string> = {}, option
       CORRAL_DATA_DIR: dataDir,
       CORRAL_API_ADDR: '127.0.0.1:0',
       CORRAL_DRIVER: 'sim',
+      CORRAL_P2P_ADDR: '/ip4/127.0.0.1/tcp/0',
+      CORRAL_MDNS: 'false',
+      CORRAL_CLUSTER_COLOCATION_WEIGHT: '0',
       CORRAL_ADMIN_PASSWORD: ADMIN_PASSWORD,
       CORRAL_LOG_FORMAT: 'json',
       ...env

@@ -117,7 +117,8 @@ export class ClusterVms extends EventTarget implements VmService {
     }
   }
 
-  hosts (): HostView[] {
+  async hosts (): Promise<HostView[]> {
+    const ownImages = (await this.c.images.list()).map(i => i.name)
     const views: HostView[] = []
     for (const member of this.c.mesh.members()) {
       const published = member.self ? undefined : asHostState(member.state)
@@ -128,7 +129,7 @@ export class ClusterVms extends EventTarget implements VmService {
         name: member.nodeName !== '' ? member.nodeName : info.name,
         state: member.status,
         peerId: member.peerId,
-        images: published?.images ?? [],
+        images: member.self ? ownImages : published?.images ?? [],
         self: member.self,
         lastSeen: new Date(member.lastSeen).toISOString()
       })
