@@ -59,6 +59,13 @@ export const ConfigSchema = Type.Object({
       execMs: Millis
     }, { additionalProperties: false })
   }, { additionalProperties: false }),
+  parallels: Type.Object({
+    linkedClones: Type.Boolean(),
+    vmDirectory: Type.String(),
+    execAsCurrentUser: Type.Boolean(),
+    stopTimeoutMs: Type.Integer({ minimum: 1000, maximum: 3_600_000 }),
+    watchIntervalMs: Type.Integer({ minimum: 0, maximum: 3_600_000 })
+  }, { additionalProperties: false }),
   qemu: Type.Object({
     accelerator: Type.Union([Type.Literal('auto'), Type.Literal('kvm'), Type.Literal('hvf'), Type.Literal('tcg')]),
     binary: Type.String(),

@@ -28,7 +28,14 @@ export async function createDriver (name: DriverName, components: DriverComponen
         labels: config.node.labels
       })
     case 'parallels':
-      return createParallelsDriver({ logger: components.logger }, { labels: config.node.labels })
+      return createParallelsDriver({ logger: components.logger }, {
+        labels: config.node.labels,
+        linkedClones: config.parallels.linkedClones,
+        vmDirectory: config.parallels.vmDirectory === '' ? undefined : config.parallels.vmDirectory,
+        execAsCurrentUser: config.parallels.execAsCurrentUser,
+        stopTimeoutMs: config.parallels.stopTimeoutMs,
+        watchIntervalMs: config.parallels.watchIntervalMs
+      })
     default:
       throw new DriverUnavailableError(`unknown driver "${String(name)}"; use qemu, parallels or sim`)
   }
