@@ -4,6 +4,7 @@ import { ApiClient } from './client.ts'
 import { CliError } from './errors.ts'
 import { loadSession, saveSession, sessionFile } from './session.ts'
 import { printObject, printRows } from './output.ts'
+import { clusterCommands } from './cluster-commands.ts'
 
 interface GlobalOptions {
   server?: string
@@ -125,7 +126,7 @@ export function clientCommands (env: Record<string, string | undefined>): Comman
     printObject(res, json(cmd))
   })
 
-  return [login, vm, image]
+  return [login, vm, image, ...clusterCommands(client, json)]
 }
 
 /** Polls the VM until it reaches `want` (or fails), with a spinner for people. */

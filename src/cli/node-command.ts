@@ -15,6 +15,7 @@ export function nodeCommand (version: string, env: Record<string, string | undef
     .description('run a corral node: the host agent and the REST + websocket gateway')
     .addOption(new Option('--config <file>', 'YAML file merged over the embedded defaults').env('CORRAL_CONFIG'))
     .addOption(new Option('--admin-password <password>', 'same as --auth-admin-password'))
+    .addOption(new Option('--join <token>', 'join a cluster with a token from `corral cluster init` or `corral cluster token` (same as --cluster-join-token)'))
   for (const key of configKeys()) {
     command.addOption(new Option(`--${key.flag} <value>`, `config ${key.dotted} (env ${key.env}${key.envAlias != null ? ` or ${key.envAlias}` : ''})`))
   }
@@ -25,6 +26,7 @@ export function nodeCommand (version: string, env: Record<string, string | undef
       if (value != null) flags[key.dotted] = value
     }
     if (options.adminPassword != null && flags['auth.adminPassword'] == null) flags['auth.adminPassword'] = options.adminPassword
+    if (options.join != null && flags['cluster.joinToken'] == null) flags['cluster.joinToken'] = options.join
 
     let config
     try {

@@ -70,6 +70,29 @@ test('a CI job through the CLI: login, image list, vm create, exec, stop, delete
   assert.match(gone.stderr, /404/)
 })
 
+test('cluster commands: init writes a key and a token that joins; show and host list read the mesh', async () => {
+  assert.ok(configDir != null)
+  const keyFile = join(configDir, 'cluster.key')
+  const init = await corral(['--json', 'cluster', 'init', '--advertise', '/ip4/127.0.0.1/tcp/7946', '--key-file', keyFile])
+  assert.equal(init.code, 0, init.stderr)
+  assert.equal(((await stat(keyFile)).mode & 0o777), 0o600)
+  const { decodeJoinToken } = await import('../../src/node/index.ts')
+  const token = decodeJoinToken(JSON.parse(init.stdout).joinToken)
+  assert.deepEqual(token.bootstrap, ['/ip4/127.0.0.1/tcp/7946'])
+  const again = await corral(['cluster', 'init', '--key-file', keyFile])
+  assert.notEqual(again.code, 0)
+  assert.match(again.stderr, /never overwrites/)
+
+  const show = await corral(['cluster', 'show'])
+  assert.equal(show.code, 0, show.stderr)
+  assert.match(show.stdout, /alive/)
+  const hosts = await corral(['--json', 'host', 'list'])
+  assert.equal(JSON.parse(hosts.stdout).length, 1)
+  const joinToken = await corral(['cluster', 'token'])
+  assert.equal(joinToken.code, 0)
+  assert.ok(decodeJoinToken(joinToken.stdout.trim()).bootstrap.length > 0)
+})
+
 test('a bad config value stops the node with the key, the value and what is allowed', async () => {
   const out = await corral(['node'], { CORRAL_DRIVER: 'vmware', CORRAL_DATA_DIR: join(tmpdir(), 'corral-never-created') })
   assert.equal(out.code, 2)
