@@ -35,9 +35,9 @@ export function normalizeClusterKey (text: string): string {
   return formatClusterKey(lines[2]!.toLowerCase())
 }
 
-/** The bytes handed to @libp2p/pnet. */
-export function clusterKeyBytes (text: string): Uint8Array {
-  return new TextEncoder().encode(normalizeClusterKey(text))
+/** The 32 secret bytes of a cluster key, for the private-network cipher. */
+export function clusterKeySecret (text: string): Uint8Array {
+  return Uint8Array.from(Buffer.from(normalizeClusterKey(text).split('\n')[2]!, 'hex'))
 }
 
 export interface JoinToken {

@@ -19,7 +19,7 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import type { Logger } from 'pino'
 import { BootstrapDialer } from './bootstrap.ts'
-import { clusterKeyBytes } from './cluster-key.ts'
+import { clusterKeySecret } from './cluster-key.ts'
 import {
   DEFAULTS, HEARTBEAT_TOPIC, MAX_GOSSIP_RPC_BYTES, MAX_HEARTBEAT_BYTES, MAX_RECORDS_MESSAGE_BYTES, RECORDS_TOPIC,
   RPC_PROTOCOL, SYNC_PROTOCOL
@@ -72,7 +72,7 @@ interface ResolvedInit extends MeshNodeInit {
  */
 export async function createMeshNode (components: MeshNodeComponents, init: MeshNodeInit): Promise<MeshNode> {
   const resolved = resolveInit(init)
-  const psk = clusterKeyBytes(init.clusterKey)
+  const psk = clusterKeySecret(init.clusterKey)
   const log = components.logger.child({ component: 'mesh' })
   const privateKey = await loadOrCreatePeerKey(init.dataDir, log)
   const node = new MeshNodeImpl(components, resolved, log, privateKey)
@@ -114,7 +114,8 @@ class MeshNodeImpl implements MeshNode {
   private stopping: Promise<void> | undefined
   private lifecycle: AbortController | undefined
   private timer: NodeJS.Timeout | undefined
-  private heartbeatSoon: NodeJS.Immediate | undefined
+  private heartbeatSoon: NodeJS.Timeout | undefined
+  private lastExtraHeartbeatAt = 0
   private startedAt = 0
 
   // This node's own NodeState.
@@ -165,6 +166,11 @@ class MeshNodeImpl implements MeshNode {
       publish: async entries => { await this.publishRecords(entries) }
     })
     this.records = this.guardedRecords()
+    // A newcomer should learn the others (and get direct links) now, not a heartbeat later.
+    this.events.on('member:join', () => {
+      this.heartbeatNow()
+      if (this.phase === 'running') this.maintainConnections()
+    })
     this.rpc = new RpcService({
       selfId: this.selfId,
       log,
@@ -284,7 +290,7 @@ class MeshNodeImpl implements MeshNode {
     this.phase = 'stopping'
     this.lifecycle?.abort(new MeshNotRunningError('the mesh node is stopping'))
     clearInterval(this.timer)
-    if (this.heartbeatSoon !== undefined) clearImmediate(this.heartbeatSoon)
+    clearTimeout(this.heartbeatSoon)
     this.bootstrap.stop()
     const node = this.libp2p
     node.removeEventListener('peer:connect', this.onPeerConnect)
@@ -509,12 +515,19 @@ class MeshNodeImpl implements MeshNode {
     if (evt.detail.subscriptions.some(s => s.topic === HEARTBEAT_TOPIC && s.subscribe)) this.heartbeatNow()
   }
 
+  /**
+   * An extra heartbeat soon (state changed, a peer subscribed, a member joined). Coalesced and
+   * spaced at least a quarter heartbeat apart, so a burst of joins costs one message, not N.
+   */
   private heartbeatNow (): void {
     if (this.heartbeatSoon !== undefined || this.phase !== 'running') return
-    this.heartbeatSoon = setImmediate(() => {
+    const gap = Math.min(250, this.init.heartbeatMs / 4)
+    const delay = Math.max(0, this.lastExtraHeartbeatAt + gap - this.clock())
+    this.heartbeatSoon = setTimeout(() => {
       this.heartbeatSoon = undefined
+      this.lastExtraHeartbeatAt = this.clock()
       this.publishHeartbeat()
-    })
+    }, delay)
   }
 
   private publishHeartbeat (): void {

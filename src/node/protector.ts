@@ -1,34 +1,139 @@
 /**
- * The private network: @libp2p/pnet encrypts every connection with the cluster key before anything
- * else is said. With a wrong key pnet itself does not notice (XSalsa20 decrypts to noise and the
- * next layer fails with an obscure error), so after pnet's nonce exchange both sides also send a
- * fixed check block through the encrypted stream: a peer whose block does not decrypt to the same
- * bytes holds another key, and we say so plainly instead of logging a noise handshake failure.
+ * The private network: every connection is encrypted with the cluster key before anything else is
+ * said, so a host without the key cannot even start a libp2p handshake.
+ *
+ * The wire format is libp2p's PSK v1, as in @libp2p/pnet: both sides send a random 24-byte nonce,
+ * then each direction is XSalsa20(psk, sender's nonce). We do not use @libp2p/pnet's own stream
+ * (3.0.27): its xsalsa20 WASM module shares one 64 MiB memory across the process, leaks a slot per
+ * connection and, after one message over ~600 KB, grows that memory on every later write until the
+ * process dies with "WebAssembly.Memory.grow(): Maximum memory size exceeded" (reproduced here
+ * with one 900 KB rpc answer; fixed upstream by js-libp2p#3585, not yet released). The cipher
+ * here is @noble/ciphers' xsalsa20, which has no shared state.
+ *
+ * With a wrong key XSalsa20 decrypts to noise and the next layer fails obscurely, so after the
+ * nonces both sides also send a fixed check block through the encrypted stream: a peer whose
+ * block does not decrypt to the same bytes holds another key, and we say so plainly.
  */
-import { preSharedKey } from '@libp2p/pnet'
-import { byteStream } from '@libp2p/utils'
-import type { AbortOptions, ConnectionProtector, MessageStream } from '@libp2p/interface'
+import { randomBytes } from 'node:crypto'
+import { xsalsa20 } from '@noble/ciphers/salsa.js'
+import { AbstractMultiaddrConnection, byteStream } from '@libp2p/utils'
+import type { AbortOptions, ConnectionProtector, MessageStream, MultiaddrConnection } from '@libp2p/interface'
+import type { SendResult } from '@libp2p/utils'
+import type { Uint8ArrayList } from 'uint8arraylist'
 import { ClusterKeyMismatchError } from './errors.ts'
 
+const NONCE_LENGTH = 24
 const CHECK = new TextEncoder().encode('corral-pnet-ok/1')
+/** XSalsa20 as implemented allows 2^32 - 1 blocks of 64 bytes (256 GiB) per direction. */
+const MAX_STREAM_BYTES = (2 ** 32 - 1) * 64
 /** Remember at most this many addresses for log rate limiting. */
 const MAX_REMEMBERED = 1000
 
-export interface ClusterKeyProtectorInit {
-  /** The pre-shared key in the text form @libp2p/pnet reads. */
+/**
+ * One direction of XSalsa20 as a stream: update() may be called with pieces of any size and
+ * continues the keystream where the previous call stopped.
+ */
+export class XSalsa20Stream {
+  private readonly key: Uint8Array
+  private readonly nonce: Uint8Array
+  private position = 0
+
+  constructor (key: Uint8Array, nonce: Uint8Array) {
+    this.key = Uint8Array.from(key)
+    this.nonce = Uint8Array.from(nonce)
+  }
+
+  update (input: Uint8Array): Uint8Array {
+    if (input.byteLength === 0) return new Uint8Array(0)
+    if (this.position + input.byteLength > MAX_STREAM_BYTES) {
+      throw new Error('private-network stream exhausted its keystream (256 GiB); reconnect')
+    }
+    const block = Math.floor(this.position / 64)
+    const skip = this.position % 64
+    this.position += input.byteLength
+    if (skip === 0) return xsalsa20(this.key, this.nonce, input, undefined, block)
+    // Mid-block: pad the front so the keystream lines up, then drop the pad.
+    const padded = new Uint8Array(skip + input.byteLength)
+    padded.set(input, skip)
+    return xsalsa20(this.key, this.nonce, padded, undefined, block).subarray(skip)
+  }
+}
+
+interface EncryptedConnectionInit {
+  maConn: MultiaddrConnection
   psk: Uint8Array
+  localNonce: Uint8Array
+  remoteNonce: Uint8Array
+}
+
+/** The raw connection seen through the cipher: what the rest of the libp2p upgrade talks to. */
+class EncryptedConnection extends AbstractMultiaddrConnection {
+  private readonly maConn: MultiaddrConnection
+  private readonly inbound: XSalsa20Stream
+  private readonly outbound: XSalsa20Stream
+
+  constructor (init: EncryptedConnectionInit) {
+    super({ log: init.maConn.log.newScope('corral-pnet'), remoteAddr: init.maConn.remoteAddr, direction: init.maConn.direction })
+    this.maConn = init.maConn
+    this.inbound = new XSalsa20Stream(init.psk, init.remoteNonce)
+    this.outbound = new XSalsa20Stream(init.psk, init.localNonce)
+    this.maConn.addEventListener('message', evt => {
+      const data = evt.data
+      try {
+        if (data instanceof Uint8Array) {
+          this.onData(this.inbound.update(data))
+        } else {
+          for (const buf of data) this.onData(this.inbound.update(buf))
+        }
+      } catch (err) {
+        this.abort(err as Error)
+      }
+    })
+    // Resume writing when the socket can take more.
+    this.maConn.addEventListener('drain', () => { this.onMuxerDrain() })
+    this.maConn.addEventListener('close', evt => {
+      if (evt.error == null) this.onTransportClosed()
+      else if (evt.local) this.abort(evt.error)
+      else this.onRemoteReset()
+    })
+  }
+
+  async sendClose (options?: AbortOptions): Promise<void> {
+    await this.maConn.close(options)
+  }
+
+  sendData (data: Uint8ArrayList): SendResult {
+    return { sentBytes: data.byteLength, canSendMore: this.maConn.send(this.outbound.update(data.subarray())) }
+  }
+
+  sendReset (err: Error): void {
+    this.maConn.abort(err)
+  }
+
+  sendPause (): void {
+    this.maConn.pause()
+  }
+
+  sendResume (): void {
+    this.maConn.resume()
+  }
+}
+
+export interface ClusterKeyProtectorInit {
+  /** The 32-byte key (decoded from the cluster key text). */
+  psk: Uint8Array
+  /** The whole exchange (nonces and check block) must finish within this. */
   timeoutMs: number
   /** Called once per refused connection with the remote address (ip/port multiaddr). */
   onMismatch: (remoteAddr: string, direction: string) => void
 }
 
 class ClusterKeyProtector implements ConnectionProtector {
-  private readonly inner: ConnectionProtector
   private readonly init: ClusterKeyProtectorInit
 
   constructor (init: ClusterKeyProtectorInit) {
+    if (init.psk.byteLength !== 32) throw new RangeError('the private-network key must be 32 bytes')
     this.init = init
-    this.inner = preSharedKey({ psk: init.psk, timeout: init.timeoutMs })()
   }
 
   readonly [Symbol.toStringTag] = 'corral/cluster-key-protector'
@@ -36,16 +141,19 @@ class ClusterKeyProtector implements ConnectionProtector {
   async protect (connection: MessageStream, options?: AbortOptions): Promise<MessageStream> {
     const timeout = AbortSignal.timeout(this.init.timeoutMs)
     const signal = options?.signal != null ? AbortSignal.any([options.signal, timeout]) : timeout
-    const boxed = await this.inner.protect(connection, { ...options, signal })
-    const bytes = byteStream(boxed, { maxBufferSize: 64 * 1024 })
-    const [received] = await Promise.all([
-      bytes.read({ bytes: CHECK.byteLength, signal }),
-      bytes.write(CHECK, { signal })
-    ])
-    const stream = bytes.unwrap()
+    const maConn = connection as MultiaddrConnection
+
+    const raw = byteStream(maConn, { maxBufferSize: 64 * 1024 })
+    const localNonce = randomBytes(NONCE_LENGTH)
+    const [remoteNonce] = await Promise.all([raw.read({ bytes: NONCE_LENGTH, signal }), raw.write(localNonce, { signal })])
+    const encrypted = new EncryptedConnection({ maConn: raw.unwrap(), psk: this.init.psk, localNonce, remoteNonce: remoteNonce.subarray() })
+
+    const checked = byteStream(encrypted, { maxBufferSize: 64 * 1024 })
+    const [received] = await Promise.all([checked.read({ bytes: CHECK.byteLength, signal }), checked.write(CHECK, { signal })])
+    const stream = checked.unwrap()
     if (!sameBytes(received.subarray(), CHECK)) {
-      const remote = remoteAddrOf(connection)
-      this.init.onMismatch(remote, connection.direction)
+      const remote = maConn.remoteAddr?.toString() ?? 'unknown address'
+      this.init.onMismatch(remote, maConn.direction)
       const err = new ClusterKeyMismatchError(`peer ${remote} failed the private-network handshake: the cluster keys differ`, { remote })
       stream.abort(err)
       throw err
@@ -62,11 +170,6 @@ function sameBytes (a: Uint8Array, b: Uint8Array): boolean {
   if (a.byteLength !== b.byteLength) return false
   for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false
   return true
-}
-
-function remoteAddrOf (connection: MessageStream): string {
-  const addr = (connection as Partial<{ remoteAddr: { toString: () => string } }>).remoteAddr
-  return addr?.toString() ?? 'unknown address'
 }
 
 /**

@@ -10,7 +10,7 @@ import { identify } from '@libp2p/identify'
 import { tcp } from '@libp2p/tcp'
 import type { Libp2p } from '@libp2p/interface'
 import { createLibp2p } from 'libp2p'
-import { clusterKeyBytes } from '../../src/node/cluster-key.ts'
+import { clusterKeySecret } from '../../src/node/cluster-key.ts'
 import { HEARTBEAT_TOPIC, RECORDS_TOPIC } from '../../src/node/constants.ts'
 import { clusterKeyProtector } from '../../src/node/protector.ts'
 
@@ -22,7 +22,7 @@ export async function createRawPeer (clusterKey: string, signaturePolicy: Signat
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
-    connectionProtector: clusterKeyProtector({ psk: clusterKeyBytes(clusterKey), timeoutMs: 5000, onMismatch: () => {} }),
+    connectionProtector: clusterKeyProtector({ psk: clusterKeySecret(clusterKey), timeoutMs: 5000, onMismatch: () => {} }),
     connectionManager: { allow: ['/ip4/127.0.0.1'] },
     services: {
       identify: identify(),

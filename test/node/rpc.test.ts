@@ -53,6 +53,22 @@ describe('rpc between nodes', () => {
     })
   })
 
+  test('large answers near the frame limit pass and the nodes stay healthy; oversized ones are refused typed', async () => {
+    b.mesh.handleRpc<{ kb: number }, string>('blob', body => 'x'.repeat(body.kb * 1024))
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await a.mesh.request<string>(b.mesh.self().peerId, 'blob', { kb: 1000 })).length, 1000 * 1024)
+    }
+    await assert.rejects(a.mesh.request(b.mesh.self().peerId, 'blob', { kb: 2048 }), (err: CorralError) => {
+      assert.equal(err.name, 'RpcRemoteError')
+      assert.equal((err.details.remote as { name: string }).name, 'RpcBodyTooLargeError')
+      return true
+    })
+    await assert.rejects(a.mesh.request(b.mesh.self().peerId, 'double', { x: 'y'.repeat(2 * 1024 * 1024) }), { name: 'RpcBodyTooLargeError' })
+    // Regression: @libp2p/pnet 3.0.27 crashed the process a little after one such answer.
+    for (let i = 0; i < 20; i++) await a.mesh.records.put('vms', `after-blob-${i}`, { i })
+    await eventually('b got the records', () => b.mesh.records.get('vms', 'after-blob-19') !== undefined)
+  })
+
   test('an unknown method is RpcMethodNotFoundError', async () => {
     await assert.rejects(a.mesh.request(b.mesh.self().peerId, 'nope', {}), { name: 'RpcMethodNotFoundError' })
   })

@@ -1,0 +1,119 @@
+/**
+ * How fast the mesh converges, with N in-process nodes on 127.0.0.1:
+ *   - join: start one more node (bootstrapping from node 0) and time until every node lists it
+ *     as an alive member, and until it lists every node;
+ *   - record: write a record on a random node and time until every node can read it.
+ * Medians over a few runs; prints figures and RSS, asserts nothing.
+ *
+ *   node bench/mesh-join.ts [nodes=3] [runs=5] [heartbeatMs=1000]
+ */
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pino } from 'pino'
+import { createMeshNode, generateClusterKey } from '../src/node/index.ts'
+import type { MeshNode } from '../src/node/index.ts'
+import type { Store } from '../src/store/types.ts'
+
+const nodeCount = Number(process.argv[2] ?? 3)
+const runs = Number(process.argv[3] ?? 5)
+const heartbeatMs = Number(process.argv[4] ?? 1000)
+const clusterKey = generateClusterKey()
+const logger = pino({ level: 'silent' })
+const dirs: string[] = []
+
+/** The mesh only needs get/list/put/delete; the bench keeps records in a Map. */
+function memoryStore (): Store {
+  const data = new Map<string, Map<string, unknown>>()
+  return {
+    start: async () => {},
+    stop: async () => {},
+    get: <T>(c: string, id: string) => data.get(c)?.get(id) as T | undefined,
+    list: <T>(c: string) => [...(data.get(c)?.values() ?? [])] as T[],
+    put: async (c, id, v) => { if (!data.has(c)) data.set(c, new Map()); data.get(c)!.set(id, v) },
+    delete: async (c, id) => data.get(c)?.delete(id) ?? false
+  }
+}
+
+async function startNode (name: string, bootstrap: string[]): Promise<MeshNode> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'corral-bench-mesh-'))
+  dirs.push(dataDir)
+  const mesh = await createMeshNode({ logger, store: memoryStore() }, {
+    dataDir,
+    clusterKey,
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    bootstrap,
+    mdns: { enabled: false, serviceTag: 'corral-bench', intervalMs: 10_000 },
+    nodeName: name,
+    gossip: { colocationWeight: 0 },
+    allowAddresses: ['/ip4/127.0.0.1'],
+    heartbeatMs,
+    suspectAfterMs: heartbeatMs * 5,
+    deadAfterMs: heartbeatMs * 15
+  })
+  await mesh.start()
+  return mesh
+}
+
+async function until (check: () => boolean, deadlineMs = 120_000): Promise<number> {
+  const start = performance.now()
+  while (!check()) {
+    if (performance.now() - start > deadlineMs) return Number.NaN
+    await new Promise(resolve => setTimeout(resolve, 2))
+  }
+  return performance.now() - start
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
+}
+const mb = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(0)} MB`
+const ms = (x: number): string => Number.isNaN(x) ? 'timeout' : `${x.toFixed(0)} ms`
+
+const nodes: MeshNode[] = []
+const t0 = performance.now()
+const rssBefore = process.memoryUsage().rss
+try {
+  for (let i = 0; i < nodeCount; i++) {
+    // Everyone bootstraps from node 0, plus one random earlier node, so node 0 is not the only hub.
+    const seeds = i === 0 ? [] : [...nodes[0]!.self().multiaddrs, ...nodes[Math.floor(Math.random() * i)]!.self().multiaddrs]
+    nodes.push(await startNode(`n${i}`, seeds))
+  }
+  const ids = nodes.map(n => n.self().peerId)
+  const formed = await until(() => nodes.every(n => n.members().filter(m => m.status === 'alive').length === nodeCount))
+  console.log(`${nodeCount} nodes started and fully formed in ${ms(performance.now() - t0)} (formation wait ${ms(formed)}); heartbeat ${heartbeatMs} ms`)
+
+  const seenByAll: number[] = []
+  const seesAll: number[] = []
+  for (let run = 0; run < runs; run++) {
+    const start = performance.now()
+    const joiner = await startNode(`joiner-${run}`, nodes[0]!.self().multiaddrs)
+    const id = joiner.self().peerId
+    const others = await until(() => nodes.every(n => n.member(id)?.status === 'alive'))
+    seenByAll.push(Number.isNaN(others) ? Number.NaN : performance.now() - start)
+    await until(() => ids.every(peer => joiner.member(peer)?.status === 'alive'))
+    seesAll.push(performance.now() - start)
+    await joiner.stop()
+  }
+  console.log(`join: every node lists the new one after ${ms(median(seenByAll))} median (runs: ${seenByAll.map(x => x.toFixed(0)).join(', ')} ms)`)
+  console.log(`join: the new node lists every node after ${ms(median(seesAll))} median (runs: ${seesAll.map(x => x.toFixed(0)).join(', ')} ms)`)
+
+  const spread: number[] = []
+  for (let run = 0; run < runs; run++) {
+    const writer = nodes[Math.floor(Math.random() * nodes.length)]!
+    const id = `bench-${run}`
+    const start = performance.now()
+    await writer.records.put('bench', id, { run, at: Date.now() })
+    const waited = await until(() => nodes.every(n => n.records.get('bench', id) !== undefined))
+    spread.push(Number.isNaN(waited) ? Number.NaN : performance.now() - start)
+  }
+  console.log(`record: readable on all ${nodeCount} nodes after ${ms(median(spread))} median (runs: ${spread.map(x => x.toFixed(0)).join(', ')} ms)`)
+  const m = nodes[0]!.metrics()
+  console.log(`node 0 metrics: heartbeats ${m.heartbeatsReceived}, gossip accepted ${m.accepted.gossip}, dropped ${m.dropped.gossip + m.dropped.sync + m.dropped.rpc}, syncs ${m.syncRuns}`)
+  const rss = process.memoryUsage().rss
+  console.log(`rss: ${mb(rss)} (${mb((rss - rssBefore) / nodeCount)} per node above the ${mb(rssBefore)} baseline)`)
+} finally {
+  await Promise.all(nodes.map(async n => { await n.stop() }))
+  await Promise.all(dirs.map(async d => { await rm(d, { recursive: true, force: true }) }))
+}
