@@ -20,5 +20,6 @@ test('a lease whose holder is suspect, dead or expired is taken over in the next
   const view = [{ peerId: 'a', status: 'suspect' as const }, ...alive('b', 'c')]
   assert.deepEqual(decideLeader('b', view, lease, 1000, 2000).write, { leader: 'b', term: 3, expiresAt: 3000 })
   assert.deepEqual(decideLeader('c', view, lease, 1000, 2000).leader, undefined)
-  assert.equal(decideLeader('b', alive('a', 'b'), lease, 6000, 2000).write?.term, 3, 'expired')
+  assert.equal(decideLeader('a', alive('a', 'b'), lease, 6000, 2000).write?.term, 3, 'an expired lease starts a new term')
+  assert.equal(decideLeader('b', alive('a', 'b'), lease, 6000, 2000).write, undefined, 'and the lowest id takes it')
 })
