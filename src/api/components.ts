@@ -7,6 +7,8 @@ import type { VmService } from '../scheduler/index.ts'
 export interface ClusterInfo {
   self: () => { peerId: string, nodeName: string, multiaddrs: string[] }
   members: () => Array<{ peerId: string, nodeName: string, status: string, apiAddress?: string, addrs: string[], lastSeen: number, self: boolean }>
+  /** The scheduler leader this node recognises, with its term. */
+  leader?: () => { peerId: string, nodeName: string, term: number, since: string } | undefined
   /** A token another node can join with: the cluster key and this node's addresses. */
   joinToken: () => string
 }

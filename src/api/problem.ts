@@ -10,6 +10,7 @@ const statusByName: Record<string, number> = {
   RequestValidationError: 400,
   AuthValidationError: 400,
   VmRequestError: 400,
+  PlacementRequestError: 400,
   ImageInvalidError: 400,
   UnsupportedBodyError: 415,
   InvalidCredentialsError: 401,

@@ -55,7 +55,16 @@ export const CreateVm = Type.Object({
   cpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
   memoryMiB: Type.Optional(Type.Integer({ minimum: 64, maximum: 4_194_304 })),
   labels: Type.Optional(Labels),
-  start: Type.Optional(Type.Boolean({ description: 'boot after creating (default true)' }))
+  start: Type.Optional(Type.Boolean({ description: 'boot after creating (default true)' })),
+  arch: Type.Optional(Type.Union([Type.Literal('x86_64'), Type.Literal('arm64')], { description: 'the host architecture the VM needs' })),
+  os: Type.Optional(Type.Union([Type.Literal('linux'), Type.Literal('macos'), Type.Literal('windows')], { description: 'the guest OS the image must have' })),
+  driver: Type.Optional(Type.Union([Type.Literal('qemu'), Type.Literal('parallels'), Type.Literal('sim')])),
+  hostLabels: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,63}$' }), Type.String({ maxLength: 255 }), { maxProperties: 32, additionalProperties: false, description: 'host labels that must match exactly' })),
+  hostLabelsNot: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,63}$' }), Type.String({ maxLength: 255 }), { maxProperties: 32, additionalProperties: false, description: 'host labels the host must not have' })),
+  simulated: Type.Optional(Type.Boolean({ description: 'allow (true) or forbid (false) simulated hosts; by default only where no real hypervisor exists' })),
+  priority: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000, description: 'queue priority, higher first (default 50)' })),
+  queueTimeoutSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 604_800, description: 'how long it may wait for capacity' })),
+  dryRun: Type.Optional(Type.Boolean({ description: 'explain where it would go and why, without creating it' }))
 }, { additionalProperties: false })
 export const WaitQuery = Type.Object({
   wait: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')], { description: 'answer only once the VM is running (or failed)' }))

@@ -9,10 +9,12 @@ import { LocalImages } from '../catalog/index.ts'
 import { HostAgent } from '../scheduler/index.ts'
 import { ClusterVms } from '../scheduler/cluster/cluster-vms.ts'
 import { StatePublisher } from '../scheduler/cluster/state-publisher.ts'
-import { registerVmRpc } from '../scheduler/cluster/rpc-handlers.ts'
+import { registerAdmission, registerVmRpc } from '../scheduler/cluster/rpc-handlers.ts'
+import { SchedulerService } from '../scheduler/cluster/scheduler-service.ts'
+import { LeaderElection } from '../scheduler/leader/leader-election.ts'
 import { createMeshNode, encodeJoinToken, type MeshNode } from '../node/index.ts'
 import { createReplicatedStore } from '../node/replicated-store.ts'
-import { resolveClusterIdentity } from './cluster-identity.ts'
+import { memberAppears, resolveClusterIdentity } from './cluster-identity.ts'
 import { createApiServer, type ApiServer } from '../api/index.ts'
 import { createDriver } from '../drivers/factory.ts'
 import type { Driver } from '../drivers/types.ts'
@@ -62,6 +64,15 @@ export async function startNode (config: Config, driverName: Driver['name'], log
     })
     await mesh.start()
     stack.push(async () => await mesh.stop())
+    let founding = cluster.founding
+    if (founding && config.cluster.key !== '' && config.cluster.mdns) {
+      const waitMs = 2 * config.cluster.mdnsIntervalMs + 2 * config.cluster.heartbeatMs
+      logger.info({ waitMs }, 'looking for this cluster on the LAN (mDNS) before deciding to found it')
+      if (await memberAppears(mesh, waitMs)) {
+        founding = false
+        logger.info('found a member of this cluster by mDNS: joining it, so no admin user is created here')
+      }
+    }
     const shared = createReplicatedStore(store, mesh.records, CLUSTER_COLLECTIONS)
 
     const driver = await createDriver(driverName, { logger: logger.child({ component: 'driver' }), store }, config, dataDir)
@@ -73,7 +84,7 @@ export async function startNode (config: Config, driverName: Driver['name'], log
       adminPassword: config.auth.adminPassword === '' ? undefined : config.auth.adminPassword,
       tokenTtlSeconds: config.auth.tokenTtlSeconds,
       lockout: config.auth.lockout,
-      bootstrapAdmin: cluster.founding,
+      bootstrapAdmin: founding,
       adminUserId: `admin-${cluster.fingerprint}`
     })
     await auth.start()
@@ -92,7 +103,16 @@ export async function startNode (config: Config, driverName: Driver['name'], log
     const publisher = new StatePublisher({ host, images, mesh, logger })
     await publisher.start()
     stack.push(async () => await publisher.stop())
-    const vms = new ClusterVms({ host, images, mesh, logger })
+    registerAdmission(mesh, host, publisher, logger.child({ component: 'admission' }))
+    const election = new LeaderElection({ mesh, logger: logger.child({ component: 'election' }), clock }, { leaseMs: config.scheduler.leaseMs, renewMs: config.scheduler.renewMs })
+    await election.start()
+    stack.push(async () => await election.stop())
+    const scheduler = new SchedulerService({ mesh, election, publisher, logger: logger.child({ component: 'scheduler' }), clock }, config.scheduler.policy)
+    scheduler.start()
+    stack.push(async () => scheduler.stop())
+    const vms = new ClusterVms({ host, images, mesh, logger, election, scheduler, publisher, store, clock }, {
+      policy: config.scheduler.policy, resubmitMs: config.scheduler.resubmitMs, queueTimeoutSeconds: config.scheduler.queueTimeoutSeconds
+    })
     vms.start()
     stack.push(async () => vms.stop())
 
@@ -101,6 +121,7 @@ export async function startNode (config: Config, driverName: Driver['name'], log
       cluster: {
         self: () => mesh.self(),
         members: () => mesh.members(),
+        leader: () => election.leader(),
         joinToken: () => encodeJoinToken({ clusterKey: cluster.key, bootstrap: mesh.self().multiaddrs })
       }
     }, {

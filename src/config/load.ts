@@ -43,6 +43,9 @@ export function resolveConfig (sources: ConfigSources): Config {
   if (checked.cluster.suspectAfterMs >= checked.cluster.deadAfterMs) {
     throw new ConfigError(`config key cluster.suspectAfterMs (${checked.cluster.suspectAfterMs}) must be less than cluster.deadAfterMs (${checked.cluster.deadAfterMs})`)
   }
+  if (checked.scheduler.renewMs * 2 > checked.scheduler.leaseMs) {
+    throw new ConfigError(`config key scheduler.renewMs (${checked.scheduler.renewMs}) must be at most half of scheduler.leaseMs (${checked.scheduler.leaseMs}), or the lease lapses between renewals`)
+  }
   if (checked.vm.execTimeoutSeconds > checked.vm.maxExecTimeoutSeconds) {
     throw new ConfigError(`config key vm.execTimeoutSeconds (${checked.vm.execTimeoutSeconds}) must not exceed vm.maxExecTimeoutSeconds (${checked.vm.maxExecTimeoutSeconds})`)
   }

@@ -28,6 +28,13 @@ export const ConfigSchema = Type.Object({
     deadAfterMs: Type.Integer({ minimum: 200, maximum: 3_600_000 }),
     colocationWeight: Type.Number({ minimum: -100, maximum: 0 })
   }, { additionalProperties: false }),
+  scheduler: Type.Object({
+    policy: Type.Union([Type.Literal('binpack'), Type.Literal('spread')]),
+    leaseMs: Type.Integer({ minimum: 200, maximum: 600_000 }),
+    renewMs: Type.Integer({ minimum: 50, maximum: 300_000 }),
+    resubmitMs: Type.Integer({ minimum: 50, maximum: 600_000 }),
+    queueTimeoutSeconds: Type.Integer({ minimum: 1, maximum: 604_800 })
+  }, { additionalProperties: false }),
   driver: Type.Union([Type.Literal('auto'), Type.Literal('qemu'), Type.Literal('parallels'), Type.Literal('sim')]),
   auth: Type.Object({
     adminPassword: Type.String(),

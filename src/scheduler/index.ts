@@ -4,4 +4,4 @@ export { vmStates, vmActions, canDo, type VmState, type VmAction } from './host/
 export { ReservationLedger, type Resources, type Admission } from './host/reservations.ts'
 export * from './errors.ts'
 
-export type { VmService, HostView, Awaitable, LifecycleAction } from './types.ts'
+export type { VmService, VmCreateRequest, HostView, Awaitable, LifecycleAction } from './types.ts'

@@ -2,6 +2,17 @@ import type { ExecResult, PortForward } from '../drivers/types.ts'
 import type { CreateVmRequest, ExecOptions, HostInfo } from './host/host-agent.ts'
 import type { VmRecord } from './host/vm-record.ts'
 import type { VmAction } from './host/vm-state.ts'
+import type { PlacementRequest, PlacementResult } from './placement/index.ts'
+
+/** A create request as the API passes it: the VM, where it may run, and how long it may queue. */
+export interface VmCreateRequest extends CreateVmRequest, Omit<PlacementRequest, 'image' | 'cpus' | 'memoryMiB' | 'labels' | 'labelsNot'> {
+  /** Host labels the VM needs (key=value must match), and ones it must avoid. */
+  hostLabels?: Record<string, string>
+  hostLabelsNot?: Record<string, string>
+  /** Higher first in the queue; default 50. */
+  priority?: number
+  queueTimeoutSeconds?: number
+}
 
 export type Awaitable<T> = T | Promise<T>
 export type LifecycleAction = Exclude<VmAction, 'delete' | 'exec'>
@@ -25,7 +36,9 @@ export interface HostView extends Omit<HostInfo, 'state'> {
 export interface VmService {
   list: () => Awaitable<VmRecord[]>
   get: (id: string) => Awaitable<VmRecord>
-  create: (request: CreateVmRequest) => Promise<{ vm: VmRecord, done: Promise<VmRecord> }>
+  create: (request: VmCreateRequest) => Promise<{ vm: VmRecord, done: Promise<VmRecord> }>
+  /** What placement would do with the request now (dry run); absent where there is no scheduler. */
+  explain?: (request: VmCreateRequest) => PlacementResult
   /** `caller` (the acting user) travels with requests forwarded to another host, for its log. */
   act: (id: string, action: LifecycleAction, caller?: string) => Promise<VmRecord>
   delete: (id: string, caller?: string) => Promise<void>

@@ -40,11 +40,11 @@ async function everyNodeSeesAll (group: NodeProcess[], token: string): Promise<v
 }
 
 test('3 nodes joined with a join token: shared hosts, users, tokens and VMs through any node', { timeout: 180_000 }, async () => {
-  const a = await startNodeProcess({ ...fast, CORRAL_NODE_NAME: 'node-a' })
+  const a = await startNodeProcess({ ...fast, CORRAL_NODE_NAME: 'node-a', CORRAL_NODE_LABELS: 'node=node-a' })
   nodes.push(a)
   const adminA = await login(a)
   const joinToken = (await call(a.url, 'GET', '/api/v1/cluster/join-token', { token: adminA })).body.token as string
-  const others = await Promise.all(['node-b', 'node-c'].map(async name => await startNodeProcess({ ...fast, CORRAL_NODE_NAME: name, CORRAL_JOIN_TOKEN: joinToken, CORRAL_ADMIN_PASSWORD: '' })))
+  const others = await Promise.all(['node-b', 'node-c'].map(async name => await startNodeProcess({ ...fast, CORRAL_NODE_NAME: name, CORRAL_NODE_LABELS: `node=${name}`, CORRAL_JOIN_TOKEN: joinToken, CORRAL_ADMIN_PASSWORD: '' })))
   nodes.push(...others)
   const [b, c] = others
   const trio = [a, b, c]
@@ -63,9 +63,9 @@ test('3 nodes joined with a join token: shared hosts, users, tokens and VMs thro
   assert.equal((await call(b.url, 'POST', '/api/v1/users', { token: adminA, body: { username: 'pipeline', password: 'pipeline-pass', roles: ['ci'] } })).status, 201)
   const ciToken = await eventually('the new user logs in on node C', async () => await login(c, 'pipeline', 'pipeline-pass'))
 
-  // A VM created on A is listed, exec'd and deleted through the other nodes.
-  const vm = await call(a.url, 'POST', '/api/v1/vms?wait=true', { token: ciToken, body: { image: 'sim-ubuntu-24.04', name: 'mesh-vm' } })
-  assert.equal(vm.status, 201)
+  // A VM created through A (pinned to A by a host label) is listed, exec'd and deleted through the others.
+  const vm = await call(a.url, 'POST', '/api/v1/vms?wait=true', { token: ciToken, body: { image: 'sim-ubuntu-24.04', name: 'mesh-vm', hostLabels: { node: 'node-a' } } })
+  assert.equal(vm.status, 201, JSON.stringify(vm.body))
   assert.equal(vm.body.host, 'node-a')
   const id = vm.body.id as string
   await eventually('node C lists the VM', async () => (await call(c.url, 'GET', '/api/v1/vms', { token: ciToken })).body.items.some((v: { id: string }) => v.id === id) ? true : undefined)
@@ -117,7 +117,8 @@ test('3 nodes joined with a join token: shared hosts, users, tokens and VMs thro
   }
 
   // A forward to a host that is gone answers 503 naming it, and does not hang.
-  const doomed = await call(c.url, 'POST', '/api/v1/vms?wait=true', { token: adminA, body: { image: 'sim-ubuntu-24.04', name: 'on-c' } })
+  const doomed = await call(a.url, 'POST', '/api/v1/vms?wait=true', { token: adminA, body: { image: 'sim-ubuntu-24.04', name: 'on-c', hostLabels: { node: 'node-c' } } })
+  assert.equal(doomed.body.host, 'node-c')
   await eventually('node A knows the VM on C', async () => (await call(a.url, 'GET', '/api/v1/vms', { token: adminA })).body.items.some((v: { id: string }) => v.id === doomed.body.id) ? true : undefined)
   await c.stop('SIGKILL')
   const gone = await call(a.url, 'POST', `/api/v1/vms/${doomed.body.id as string}/exec`, { token: adminA, body: { command: ['true'] } })
@@ -144,8 +145,10 @@ test('5 nodes joined by a bootstrap list and the cluster key: every node lists e
     assert.deepEqual(hosts.body.items.map((h: { name: string }) => h.name).sort(), ['n1', 'n2', 'n3', 'n4', 'n5'])
     assert.ok(hosts.body.items.every((h: { capacity: { cpus: number }, images: string[] }) => h.capacity.cpus > 0 && h.images.includes('sim-macos-15')))
   }
-  // A VM on n5, used from n2.
+  // A VM placed by the scheduler, used through a node that does not run it.
   const vm = await call(rest[3].url, 'POST', '/api/v1/vms?wait=true', { token, body: { image: 'sim-windows-11' } })
-  const exec = await call(rest[0].url, 'POST', `/api/v1/vms/${vm.body.id as string}/exec`, { token, body: { command: ['whoami'] } })
+  assert.equal(vm.body.state, 'running')
+  const gateway = five.find((_n, i) => `n${i + 1}` !== vm.body.host) as NodeProcess
+  const exec = await call(gateway.url, 'POST', `/api/v1/vms/${vm.body.id as string}/exec`, { token, body: { command: ['whoami'] } })
   assert.equal(exec.body.stdout, 'corral\\ci\n')
 })

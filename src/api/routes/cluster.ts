@@ -26,7 +26,7 @@ export function clusterRoutes ({ cluster }: ApiComponents): RouteDef[] {
       handler: () => {
         const c = mesh()
         const members = c.members().map(m => ({ ...m, lastSeen: new Date(m.lastSeen).toISOString() })).sort((a, b) => a.nodeName.localeCompare(b.nodeName))
-        return { body: { self: c.self(), members, leader: null } }
+        return { body: { self: c.self(), members, leader: c.leader?.() ?? null } }
       }
     },
     {

@@ -1,5 +1,6 @@
 import type { ApiComponents } from '../components.ts'
 import type { RouteDef } from '../route.ts'
+import { VmRequestError } from '../../scheduler/index.ts'
 import { CreateVm, ExecRequest, ExecResult, Host, IdParams, Image, listOf, RegisterImage, Vm, VmActionParams, WaitQuery } from '../schemas.ts'
 
 /** Images, VMs and hosts. */
@@ -23,9 +24,14 @@ export function vmRoutes ({ vms, images }: ApiComponents): RouteDef[] {
     {
       method: 'post', path: '/api/v1/vms', claim: 'vm:write', tag: 'vms', summary: 'Create a VM from an image (booted unless start is false)',
       body: CreateVm, query: WaitQuery,
-      success: { status: 201, schema: Vm, description: 'the VM: state creating, or with ?wait=true its state once booted (running) or failed' },
+      success: { status: 201, schema: Vm, description: 'the VM: creating (placed on a host) or queued (with queuePosition); with ?wait=true its state once booted (running) or failed. dryRun answers 200 with the placement explanation instead' },
       handler: async ({ body, query, principal, ctx }) => {
-        const { vm, done } = await vms.create({ ...body, owner: principal.subject })
+        const { dryRun, ...request } = body
+        if (dryRun === true) {
+          if (vms.explain == null) throw new VmRequestError('dryRun needs the cluster scheduler, which this node does not run')
+          return { status: 200, body: vms.explain({ ...request, owner: principal.subject }) }
+        }
+        const { vm, done } = await vms.create({ ...request, owner: principal.subject })
         ctx.set('location', `/api/v1/vms/${vm.id}`)
         return { status: 201, body: query.wait === 'true' ? await done : vm }
       }

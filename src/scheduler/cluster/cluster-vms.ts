@@ -2,11 +2,19 @@ import type { Logger } from 'pino'
 import type { ExecResult, PortForward } from '../../drivers/types.ts'
 import type { Member, MeshNode } from '../../node/index.ts'
 import { CorralError } from '../../errors.ts'
-import type { CreateVmRequest, ExecOptions, HostAgent } from '../host/host-agent.ts'
+import { newVmId, type ExecOptions, type HostAgent } from '../host/host-agent.ts'
+import type { Store } from '../../store/types.ts'
+import { InsufficientCapacityError } from '../errors.ts'
+import { place, type PlacementPolicy, type PlacementResult } from '../placement/index.ts'
+import type { LeaderElection } from '../leader/leader-election.ts'
+import { pendingAsVm, queueOrder, type PendingVm, type ScheduledRequest } from './pending.ts'
+import { SCHED_RPC, type SchedulerService, type SubmitOutcome } from './scheduler-service.ts'
+import type { StatePublisher } from './state-publisher.ts'
+import { hostsSnapshot } from './snapshot.ts'
 import type { VmEvent, VmRecord } from '../host/vm-record.ts'
 import type { LocalImages } from '../../catalog/index.ts'
 import { VmNotFoundError } from '../errors.ts'
-import type { HostView, LifecycleAction, VmService } from '../types.ts'
+import type { HostView, LifecycleAction, VmCreateRequest, VmService } from '../types.ts'
 import { asHostState } from './published-state.ts'
 import { VM_RPC, type ExecFrame } from './rpc-handlers.ts'
 
@@ -29,7 +37,24 @@ export interface ClusterVmsComponents {
   images: LocalImages
   mesh: MeshNode
   logger: Logger
+  election: LeaderElection
+  scheduler: SchedulerService
+  publisher: StatePublisher
+  /** This node's own store: the requests it accepted survive its restart. */
+  store: Store
+  clock: () => number
 }
+
+export interface ClusterVmsInit {
+  policy: PlacementPolicy
+  resubmitMs: number
+  queueTimeoutSeconds: number
+}
+
+export type ClusterCreateRequest = VmCreateRequest
+
+const PENDING = 'pending-vms'
+const PENDING_DELETE = 'pending.delete'
 
 type Owner = { local: true } | { local: false, member: Member }
 
@@ -40,46 +65,189 @@ type Owner = { local: true } | { local: false, member: Member }
  */
 export class ClusterVms extends EventTarget implements VmService {
   private readonly c: ClusterVmsComponents
+  private readonly init: ClusterVmsInit
+  /** Requests this node accepted that no host runs yet (also in the store). */
+  private readonly pending = new Map<string, PendingVm>()
+  private resubmitTimer?: NodeJS.Timeout
   /** Last VM states seen per remote host, to turn gossip updates into events. */
   private readonly seen = new Map<string, Map<string, VmRecord>>()
   private readonly relayLocal = (event: Event): void => { this.dispatchEvent(new CustomEvent('vm', { detail: (event as CustomEvent<VmEvent>).detail })) }
   private readonly onMember = (member: Member): void => { this.relayRemote(member) }
 
-  constructor (components: ClusterVmsComponents) {
+  constructor (components: ClusterVmsComponents, init: ClusterVmsInit) {
     super()
     this.c = components
+    this.init = init
   }
 
   start (): void {
+    for (const p of this.c.store.list<PendingVm>(PENDING)) this.pending.set(p.id, p)
+    this.c.publisher.setPendingSource(() => [...this.pending.values()])
     this.c.host.addEventListener('vm', this.relayLocal)
     this.c.mesh.on('member:join', this.onMember)
     this.c.mesh.on('member:update', this.onMember)
+    this.c.mesh.handleRpc<{ id: string }>(PENDING_DELETE, async ({ id }) => { await this.deletePending(String(id)); return { deleted: true } })
+    this.resubmitTimer = setInterval(() => { void this.resubmitAll() }, this.init.resubmitMs)
   }
 
   stop (): void {
+    clearInterval(this.resubmitTimer)
+    this.c.mesh.unhandleRpc(PENDING_DELETE)
     this.c.host.removeEventListener('vm', this.relayLocal)
     this.c.mesh.off('member:join', this.onMember)
     this.c.mesh.off('member:update', this.onMember)
   }
 
   list (): VmRecord[] {
-    const all = [...this.c.host.list()]
+    const all = [...this.c.host.list(), ...[...this.pending.values()].map(pendingAsVm)]
     for (const member of this.remoteMembers()) {
       if (member.status === 'dead') continue
-      all.push(...(asHostState(member.state)?.vms ?? []))
+      const state = asHostState(member.state)
+      all.push(...(state?.vms ?? []), ...(state?.pending ?? []).map(pendingAsVm))
     }
-    return all.sort((a, b) => a.createdAt.localeCompare(b.createdAt))
+    // A request placed a moment ago may show both as pending and on its host: the host wins.
+    const byId = new Map<string, VmRecord>()
+    for (const vm of all) if (!byId.has(vm.id) || vm.host !== '') byId.set(vm.id, vm)
+    return [...byId.values()].sort((a, b) => a.createdAt.localeCompare(b.createdAt))
   }
 
   async get (id: string): Promise<VmRecord> {
+    const mine = this.pending.get(id)
+    if (mine != null) return pendingAsVm(mine)
+    const elsewhere = this.remotePending(id)
+    if (elsewhere != null) return pendingAsVm(elsewhere.pending)
     const owner = await this.owner(id)
     if (owner.local) return this.c.host.get(id)
     return await this.call<VmRecord>(owner.member, VM_RPC.get, { id })
   }
 
-  async create (request: CreateVmRequest): Promise<{ vm: VmRecord, done: Promise<VmRecord> }> {
-    // Placement across hosts comes with the scheduler; until then the gateway's own host runs it.
-    return await this.c.host.create(request)
+  /** What placement would do with this request now, and why each host was or was not chosen. */
+  explain (request: ClusterCreateRequest): PlacementResult {
+    return place(toScheduled(request), this.snapshot(), this.init.policy)
+  }
+
+  /**
+   * Accepts a VM request: keeps it (durably) until a host runs it, hands it to the leader, and
+   * answers at once: placed (the host's record) or queued (with its position).
+   */
+  async create (request: ClusterCreateRequest): Promise<{ vm: VmRecord, done: Promise<VmRecord> }> {
+    const now = this.c.clock()
+    const self = this.c.mesh.self()
+    const pending: PendingVm = {
+      id: newVmId(),
+      request: toScheduled(request),
+      priority: request.priority ?? 50,
+      enqueuedAt: now,
+      deadline: now + (request.queueTimeoutSeconds ?? this.init.queueTimeoutSeconds) * 1000,
+      gateway: self.peerId,
+      gatewayName: self.nodeName,
+      state: 'queued'
+    }
+    await this.savePending(pending)
+    const outcome = await this.submit(pending)
+    if (outcome.outcome === 'placed') {
+      await this.forgetPending(pending.id)
+      return { vm: outcome.vm, done: this.settled(pending.id, request.start !== false ? 'running' : 'stopped') }
+    }
+    if (outcome.outcome === 'rejected') {
+      await this.forgetPending(pending.id)
+      throw new InsufficientCapacityError(outcome.reason, { rejected: outcome.rejected })
+    }
+    this.dispatchEvent(new CustomEvent('vm', { detail: { type: 'vm.state', vm: pendingAsVm(pending), at: new Date(now).toISOString() } satisfies VmEvent }))
+    return { vm: pendingAsVm(pending), done: this.settled(pending.id, request.start !== false ? 'running' : 'stopped') }
+  }
+
+  /** To the leader (this node included); no leader or no answer leaves it queued for the next round. */
+  private async submit (pending: PendingVm): Promise<SubmitOutcome> {
+    const leader = this.c.election.leader()
+    let outcome: SubmitOutcome
+    try {
+      if (leader == null) outcome = { outcome: 'queued', position: 0, reason: 'waiting for the scheduler leader to be elected' }
+      else if (leader.peerId === this.c.mesh.self().peerId) outcome = await this.c.scheduler.submit(pending)
+      else outcome = await this.c.mesh.request<SubmitOutcome>(leader.peerId, SCHED_RPC.submit, pending, { timeoutMs: 30_000 })
+    } catch (err) {
+      outcome = { outcome: 'queued', position: 0, reason: `the scheduler leader did not answer (${(err as Error).message}); retrying` }
+    }
+    if (outcome.outcome === 'not-leader') outcome = { outcome: 'queued', position: 0, reason: 'the scheduler leader is changing; retrying' }
+    if (outcome.outcome === 'queued' && this.pending.has(pending.id)) {
+      const current = this.pending.get(pending.id) as PendingVm
+      if (current.position !== outcome.position || current.reason !== outcome.reason) {
+        await this.savePending({ ...current, position: outcome.position, reason: outcome.reason })
+      }
+    }
+    return outcome
+  }
+
+  /** Carries the accepted requests to whoever leads now, until a host has them or they time out. */
+  private async resubmitAll (): Promise<void> {
+    const now = this.c.clock()
+    for (const pending of [...this.pending.values()].sort(queueOrder)) {
+      if (pending.state !== 'queued') continue
+      if (this.placedSomewhere(pending.id)) {
+        await this.forgetPending(pending.id)
+        continue
+      }
+      if (pending.deadline <= now) {
+        const failed: PendingVm = { ...pending, state: 'failed', reason: `no host could take it within its queue timeout (${Math.round((pending.deadline - pending.enqueuedAt) / 1000)} s); last reason: ${pending.reason ?? 'none'}` }
+        await this.savePending(failed)
+        this.dispatchEvent(new CustomEvent('vm', { detail: { type: 'vm.state', vm: pendingAsVm(failed), previous: 'queued', at: new Date(now).toISOString() } satisfies VmEvent }))
+        continue
+      }
+      const outcome = await this.submit(pending)
+      if (outcome.outcome === 'placed') await this.forgetPending(pending.id)
+      if (outcome.outcome === 'rejected') {
+        await this.savePending({ ...pending, state: 'failed', reason: outcome.reason })
+      }
+    }
+  }
+
+  /** Resolves once the VM is in `want` state (or failed) on its host, or its queue time is up. */
+  private async settled (id: string, want: 'running' | 'stopped'): Promise<VmRecord> {
+    while (true) {
+      const vm = await this.get(id).catch(() => undefined)
+      if (vm == null) throw new VmNotFoundError(`VM ${id} was deleted while it was being created`, { id })
+      if (vm.state === want || vm.state === 'failed') return vm
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+  }
+
+  private placedSomewhere (id: string): boolean {
+    if (this.c.host.list().some(v => v.id === id)) return true
+    return this.remoteMembers().some(m => asHostState(m.state)?.vms.some(v => v.id === id) === true)
+  }
+
+  private remotePending (id: string): { member: Member, pending: PendingVm } | undefined {
+    for (const member of this.remoteMembers()) {
+      const pending = asHostState(member.state)?.pending.find(p => p.id === id)
+      if (pending != null && !this.placedSomewhere(id)) return { member, pending }
+    }
+    return undefined
+  }
+
+  private async savePending (pending: PendingVm): Promise<void> {
+    this.pending.set(pending.id, pending)
+    await this.c.store.put(PENDING, pending.id, pending)
+    this.c.publisher.changed()
+  }
+
+  private async forgetPending (id: string): Promise<void> {
+    if (!this.pending.delete(id)) return
+    await this.c.store.delete(PENDING, id)
+    this.c.publisher.changed()
+  }
+
+  private async deletePending (id: string): Promise<void> {
+    const pending = this.pending.get(id)
+    if (pending == null) throw new VmNotFoundError(`no queued VM with id ${id} on this node`, { id })
+    await this.forgetPending(id)
+    const leader = this.c.election.leader()
+    if (leader != null) await this.c.mesh.request(leader.peerId, SCHED_RPC.cancel, { id }).catch(() => undefined)
+    this.dispatchEvent(new CustomEvent('vm', { detail: { type: 'vm.deleted', vm: pendingAsVm(pending), previous: pending.state, at: new Date(this.c.clock()).toISOString() } satisfies VmEvent }))
+  }
+
+  private snapshot (): ReturnType<typeof hostsSnapshot> {
+    const self = this.c.mesh.self().peerId
+    return hostsSnapshot(this.c.mesh.members(), { peerId: self, state: this.c.publisher.current() })
   }
 
   async act (id: string, action: LifecycleAction, caller = ''): Promise<VmRecord> {
@@ -89,6 +257,12 @@ export class ClusterVms extends EventTarget implements VmService {
   }
 
   async delete (id: string, caller = ''): Promise<void> {
+    if (this.pending.has(id)) return await this.deletePending(id)
+    const elsewhere = this.remotePending(id)
+    if (elsewhere != null) {
+      await this.call(elsewhere.member, PENDING_DELETE, { id, caller })
+      return
+    }
     const owner = await this.owner(id)
     if (owner.local) return await this.c.host.delete(id)
     await this.call(owner.member, VM_RPC.delete, { id, caller })
@@ -194,5 +368,24 @@ export class ClusterVms extends EventTarget implements VmService {
       if (!after.has(id)) this.dispatchEvent(new CustomEvent('vm', { detail: { type: 'vm.deleted', vm, previous: vm.state, at } satisfies VmEvent }))
     }
     this.seen.set(member.peerId, after)
+  }
+}
+
+/** The scheduler's view of an API create request: host labels are what placement matches. */
+function toScheduled (request: ClusterCreateRequest): ScheduledRequest {
+  return {
+    image: request.image,
+    name: request.name,
+    cpus: request.cpus,
+    memoryMiB: request.memoryMiB,
+    vmLabels: request.labels,
+    start: request.start,
+    owner: request.owner,
+    arch: request.arch,
+    os: request.os,
+    driver: request.driver,
+    simulated: request.simulated,
+    labels: request.hostLabels,
+    labelsNot: request.hostLabelsNot
   }
 }

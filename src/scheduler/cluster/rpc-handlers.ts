@@ -1,5 +1,10 @@
 import type { Logger } from 'pino'
-import type { MeshNode } from '../../node/index.ts'
+import type { Member, MeshNode } from '../../node/index.ts'
+import { verifyPlacement } from '../placement/index.ts'
+import { InsufficientCapacityError } from '../errors.ts'
+import type { PendingVm } from './pending.ts'
+import { hostsSnapshot } from './snapshot.ts'
+import type { StatePublisher } from './state-publisher.ts'
 import type { HostAgent } from '../host/host-agent.ts'
 import type { LifecycleAction } from '../types.ts'
 
@@ -52,5 +57,33 @@ export function registerVmRpc (mesh: MeshNode, host: HostAgent, logger: Logger):
     })
     await pending
     return result
+  })
+}
+
+/**
+ * The host's admission of a VM the leader planned for it: re-check the plan against this host's
+ * fresh state, then take the reservation (HostAgent.create reserves atomically or refuses).
+ * The same id twice is admitted once, so a retrying or replaced leader cannot double a VM.
+ */
+export function registerAdmission (mesh: MeshNode, host: HostAgent, publisher: StatePublisher, logger: Logger): void {
+  mesh.handleRpc<{ pending: PendingVm }>('host.admit', async ({ pending }) => {
+    const self = mesh.self()
+    const [me] = hostsSnapshot([{ peerId: self.peerId, nodeName: self.nodeName } as Member], { peerId: self.peerId, state: publisher.current() })
+    const existing = host.list().find(v => v.id === pending.id)
+    if (existing != null) return existing
+    const verdict = verifyPlacement(pending.request, me)
+    if (!verdict.ok) throw new InsufficientCapacityError(verdict.message, { reasons: verdict.reasons })
+    const { vm } = await host.create({
+      id: pending.id,
+      image: pending.request.image,
+      name: pending.request.name,
+      cpus: verdict.resources.cpus,
+      memoryMiB: verdict.resources.memoryMiB,
+      labels: pending.request.vmLabels,
+      start: pending.request.start,
+      owner: pending.request.owner
+    })
+    logger.info({ vm: vm.id, owner: pending.request.owner, gateway: pending.gatewayName }, 'admitted a VM placed by the scheduler')
+    return vm
   })
 }

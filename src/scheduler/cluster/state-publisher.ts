@@ -3,6 +3,7 @@ import type { MeshNode } from '../../node/index.ts'
 import type { LocalImages } from '../../catalog/index.ts'
 import type { HostAgent } from '../host/host-agent.ts'
 import type { PublishedHostState } from './published-state.ts'
+import type { PendingVm } from './pending.ts'
 
 /** Coalesces bursts of VM changes into one announcement at most this often. */
 const PUBLISH_EVERY_MS = 50
@@ -13,11 +14,25 @@ const PUBLISH_EVERY_MS = 50
  */
 export class StatePublisher {
   private readonly components: { host: HostAgent, images: LocalImages, mesh: MeshNode, logger: Logger }
+  /** Requests this node accepted and still holds (set by the gateway). */
+  private pending: () => PendingVm[] = () => []
   private timer?: NodeJS.Timeout
+  private imageInfo: PublishedHostState['imageInfo'] = []
+  private imageNames: string[] = []
   private readonly onChange = (): void => { this.schedule() }
 
   constructor (components: { host: HostAgent, images: LocalImages, mesh: MeshNode, logger: Logger }) {
     this.components = components
+  }
+
+  /** The gateway's queue of accepted requests, published so any node can show them. */
+  setPendingSource (source: () => PendingVm[]): void {
+    this.pending = source
+  }
+
+  /** Publish soon (coalesced), e.g. after the pending queue changed. */
+  changed (): void {
+    this.schedule()
   }
 
   async start (): Promise<void> {
@@ -41,12 +56,22 @@ export class StatePublisher {
 
   async publish (): Promise<void> {
     const { host, images, mesh } = this.components
-    const state: PublishedHostState = {
+    const all = await images.list()
+    this.imageNames = all.map(i => i.name)
+    this.imageInfo = all.map(i => ({ name: i.name, arch: i.arch, os: i.os, defaultCpus: i.defaultCpus, defaultMemoryMiB: i.defaultMemoryMiB, diskMiB: i.diskMiB }))
+    mesh.setLocalState(this.current())
+  }
+
+  /** This host's state now (images as of the last publish): fresher than its own gossip. */
+  current (): PublishedHostState {
+    return {
       kind: 'corral-host/1',
-      host: host.info(),
-      images: (await images.list()).map(i => i.name),
-      vms: host.list()
+      host: this.components.host.info(),
+      images: this.imageNames,
+      imageInfo: this.imageInfo,
+      vms: this.components.host.list(),
+      pending: this.pending(),
+      draining: false
     }
-    mesh.setLocalState(state)
   }
 }

@@ -24,6 +24,8 @@ export interface HostAgentInit {
 }
 
 export interface CreateVmRequest {
+  /** Chosen by the node that accepted the request, so retries are recognised; new if absent. */
+  id?: string
   image: string
   name?: string
   cpus?: number
@@ -51,6 +53,8 @@ export interface HostInfo {
 }
 
 const COLLECTION = 'vms'
+
+export const newVmId = (): string => 'vm-' + randomBytes(6).toString('hex')
 
 /**
  * The host's authority over its own VMs: admits them against its capacity, drives the driver through
@@ -143,8 +147,11 @@ export class HostAgent extends EventTarget {
 
   /** Admits and creates a VM; resolves once the record exists. `done` settles when it is booted. */
   async create (request: CreateVmRequest): Promise<{ vm: VmRecord, done: Promise<VmRecord> }> {
+    // A scheduler that retries (a new leader, a lost answer) sends the same id: admit it once.
+    const existing = request.id != null ? this.vms.get(request.id) : undefined
+    if (existing != null) return { vm: structuredClone(existing), done: Promise.resolve(structuredClone(existing)) }
     const image = await this.components.images.get(request.image)
-    const id = 'vm-' + randomBytes(6).toString('hex')
+    const id = request.id ?? newVmId()
     const name = request.name ?? `${image.name}-${id.slice(3, 9)}`
     if ([...this.vms.values()].some(v => v.name === name)) throw new VmNameTakenError(`a VM named "${name}" already exists on this host; choose another name or leave name out`, { name })
     const want: Resources = { cpus: request.cpus ?? image.defaultCpus, memoryMiB: request.memoryMiB ?? image.defaultMemoryMiB, diskMiB: image.diskMiB }

@@ -24,6 +24,9 @@ export interface VmRecord {
   updatedAt: string
   /** Driver facts worth showing (accelerator, pid...). */
   info?: Record<string, unknown>
+  /** While queued: the place in the cluster's queue (1 = next), and the request's priority. */
+  queuePosition?: number
+  priority?: number
 }
 
 export interface VmEvent {

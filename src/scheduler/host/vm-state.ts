@@ -2,7 +2,8 @@
  * The VM state machine. Pure: the host agent asks it whether an action is allowed and which states
  * the VM passes through; nothing here does I/O.
  */
-export const vmStates = ['creating', 'stopped', 'starting', 'running', 'suspended', 'stopping', 'deleting', 'failed'] as const
+/** `queued` exists only on the node that accepted a request the cluster cannot place yet. */
+export const vmStates = ['queued', 'creating', 'stopped', 'starting', 'running', 'suspended', 'stopping', 'deleting', 'failed'] as const
 export type VmState = typeof vmStates[number]
 
 export const vmActions = ['start', 'stop', 'suspend', 'resume', 'restart', 'delete', 'exec'] as const
@@ -23,7 +24,7 @@ export const actionRules: Record<VmAction, ActionRule> = {
   suspend: { from: ['running'], to: 'suspended' },
   resume: { from: ['suspended'], via: 'starting', to: 'running' },
   restart: { from: ['running'], via: 'starting', to: 'running' },
-  delete: { from: ['stopped', 'running', 'suspended', 'failed'], via: 'deleting' },
+  delete: { from: ['queued', 'stopped', 'running', 'suspended', 'failed'], via: 'deleting' },
   exec: { from: ['running'] }
 }
 
