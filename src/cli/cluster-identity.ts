@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { Config } from '../config/index.ts'
-import { decodeJoinToken, generateClusterKey, normalizeClusterKey } from '../node/index.ts'
+import { decodeJoinToken, generateClusterKey, normalizeClusterKey, type MeshNode } from '../node/index.ts'
 
 export interface ClusterIdentity {
   key: string
@@ -49,4 +49,25 @@ export async function writeKey (file: string, key: string): Promise<void> {
   await mkdir(dirname(file), { recursive: true, mode: 0o700 })
   await writeFile(file, key + '\n', { mode: 0o600 })
   await chmod(file, 0o600)
+}
+
+/**
+ * A node given the cluster key with neither bootstrap list nor join token is either the first node
+ * or a newcomer that finds the others by mDNS. A newcomer must not create the first admin: the
+ * record id is the same cluster-wide, so its later write would replace the cluster's admin (and its
+ * password). With mDNS on, such a node listens for a member for a bounded time before it decides:
+ * true if one was heard (join), false if none (found the cluster).
+ */
+export async function memberAppears (mesh: Pick<MeshNode, 'on' | 'off' | 'members'>, waitMs: number): Promise<boolean> {
+  if (mesh.members().some(m => !m.self)) return true
+  return await new Promise(resolve => {
+    const done = (found: boolean): void => {
+      clearTimeout(timer)
+      mesh.off('member:join', onJoin)
+      resolve(found)
+    }
+    const onJoin = (): void => { done(true) }
+    const timer = setTimeout(() => { done(false) }, waitMs)
+    mesh.on('member:join', onJoin)
+  })
 }
