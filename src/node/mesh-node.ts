@@ -127,6 +127,8 @@ class MeshNodeImpl implements MeshNode {
   // Housekeeping.
   private readonly pinging = new Set<string>()
   private readonly syncing = new Set<string>()
+  /** Peers to sync with once more when the sync under way ends (it began before what it must carry). */
+  private readonly resyncAfter = new Set<string>()
   private readonly lastRedial = new Map<string, number>()
   private lastPeriodicSync = 0
   private lastBootstrap = 0
@@ -171,6 +173,9 @@ class MeshNodeImpl implements MeshNode {
       this.heartbeatNow()
       if (this.phase === 'running') this.maintainConnections()
     })
+    // A member back from suspect or dead (a healed partition) missed the gossip of that time, and we
+    // missed its: sync now, not at the next periodic sync up to syncIntervalMs later.
+    this.events.on('member:alive', member => { this.scheduleSync(member.peerId, 'revived', true) })
     this.rpc = new RpcService({
       selfId: this.selfId,
       log,
@@ -438,13 +443,23 @@ class MeshNodeImpl implements MeshNode {
     }
   }
 
-  /** Background sync with one peer; at most one at a time per peer. */
-  private scheduleSync (peerId: string, reason: string): void {
-    if (this.phase !== 'running' || this.syncing.has(peerId)) return
+  /**
+   * Background sync with one peer; at most one at a time per peer. With `rerun`, a sync already
+   * under way is followed by one more, since it may have started before the records it must carry.
+   */
+  private scheduleSync (peerId: string, reason: string, rerun = false): void {
+    if (this.phase !== 'running') return
+    if (this.syncing.has(peerId)) {
+      if (rerun) this.resyncAfter.add(peerId)
+      return
+    }
     this.syncing.add(peerId)
     this.syncWith(peerId)
       .catch((err: unknown) => { this.log.debug({ err, peer: peerId, reason }, 'record sync failed; the next one will retry') })
-      .finally(() => { this.syncing.delete(peerId) })
+      .finally(() => {
+        this.syncing.delete(peerId)
+        if (this.resyncAfter.delete(peerId)) this.scheduleSync(peerId, reason)
+      })
   }
 
   private async publishRecords (entries: RecordEntry[]): Promise<void> {
@@ -513,6 +528,9 @@ class MeshNodeImpl implements MeshNode {
   private readonly onSubscriptionChange = (evt: CustomEvent<{ peerId: PeerId, subscriptions: Array<{ topic: string, subscribe: boolean }> }>): void => {
     // A peer that just subscribed gets our heartbeat now rather than up to heartbeatMs later.
     if (evt.detail.subscriptions.some(s => s.topic === HEARTBEAT_TOPIC && s.subscribe)) this.heartbeatNow()
+    // Records we wrote before we knew this peer listened were gossiped past it (a joining node's
+    // first writes, such as its token-signing key): a sync now carries them.
+    if (evt.detail.subscriptions.some(s => s.topic === RECORDS_TOPIC && s.subscribe)) this.scheduleSync(evt.detail.peerId.toString(), 'subscribed', true)
   }
 
   /**
