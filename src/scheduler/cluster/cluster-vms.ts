@@ -147,14 +147,14 @@ export class ClusterVms extends EventTarget implements VmService {
     const outcome = await this.submit(pending)
     if (outcome.outcome === 'placed') {
       await this.forgetPending(pending.id)
-      return { vm: outcome.vm, done: this.settled(pending.id, request.start !== false ? 'running' : 'stopped') }
+      return { vm: outcome.vm, done: this.settled(pending.id, request.start !== false ? 'running' : 'stopped', pending.deadline) }
     }
     if (outcome.outcome === 'rejected') {
       await this.forgetPending(pending.id)
       throw new InsufficientCapacityError(outcome.reason, { rejected: outcome.rejected })
     }
     this.dispatchEvent(new CustomEvent('vm', { detail: { type: 'vm.state', vm: pendingAsVm(pending), at: new Date(now).toISOString() } satisfies VmEvent }))
-    return { vm: pendingAsVm(pending), done: this.settled(pending.id, request.start !== false ? 'running' : 'stopped') }
+    return { vm: pendingAsVm(pending), done: this.settled(pending.id, request.start !== false ? 'running' : 'stopped', pending.deadline) }
   }
 
   /** To the leader (this node included); no leader or no answer leaves it queued for the next round. */
@@ -201,12 +201,16 @@ export class ClusterVms extends EventTarget implements VmService {
     }
   }
 
-  /** Resolves once the VM is in `want` state (or failed) on its host, or its queue time is up. */
-  private async settled (id: string, want: 'running' | 'stopped'): Promise<VmRecord> {
+  /**
+   * Resolves once the VM is in `want` state (or failed) on its host; a VM still queued when its
+   * queue time is up is answered as it stands (the resubmit round marks it failed).
+   */
+  private async settled (id: string, want: 'running' | 'stopped', deadline: number): Promise<VmRecord> {
     while (true) {
       const vm = await this.get(id).catch(() => undefined)
       if (vm == null) throw new VmNotFoundError(`VM ${id} was deleted while it was being created`, { id })
       if (vm.state === want || vm.state === 'failed') return vm
+      if (vm.state === 'queued' && this.c.clock() > deadline + this.init.resubmitMs * 2) return vm
       await new Promise(resolve => setTimeout(resolve, 100))
     }
   }
