@@ -73,17 +73,44 @@ export function clientCommands (env: Record<string, string | undefined>): Comman
     .option('--memory <MiB>', 'memory in MiB', toInt)
     .option('--label <key=value...>', 'labels, repeatable')
     .option('--no-start', 'create it stopped')
-    .option('--timeout <seconds>', 'how long to wait for it to boot', toInt, 600)
-    .action(async (image: string, opts: { name?: string, cpus?: number, memory?: number, label?: string[], start: boolean, timeout: number }, cmd: Command) => {
+    .option('--arch <arch>', 'host architecture it needs (x86_64 or arm64)')
+    .option('--os <os>', 'guest OS the image must have (linux, macos, windows)')
+    .option('--host-label <key=value...>', 'host labels it needs, repeatable')
+    .option('--avoid-host-label <key=value...>', 'host labels it must avoid, repeatable')
+    .option('--priority <n>', 'queue priority, higher first (default 50)', toWhole)
+    .option('--queue-timeout <seconds>', 'how long it may wait for capacity', toInt)
+    .option('--dry-run', 'show where it would go and why, without creating it')
+    .option('--timeout <seconds>', 'how long to wait for it to boot (queue time included)', toInt, 3600)
+    .action(async (image: string, opts: { name?: string, cpus?: number, memory?: number, label?: string[], start: boolean, arch?: string, os?: string, hostLabel?: string[], avoidHostLabel?: string[], priority?: number, queueTimeout?: number, dryRun?: boolean, timeout: number }, cmd: Command) => {
       const api = await client(cmd)
-      const labels = Object.fromEntries((opts.label ?? []).map(pair => {
-        const eq = pair.indexOf('=')
-        if (eq <= 0) throw new CliError(`label "${pair}" must be key=value`, 2)
-        return [pair.slice(0, eq), pair.slice(eq + 1)]
-      }))
-      const created = await api.request<Vm>('POST', '/api/v1/vms', {
-        image, name: opts.name, cpus: opts.cpus, memoryMiB: opts.memory, labels: opts.label != null ? labels : undefined, start: opts.start
-      })
+      const body = {
+        image,
+        name: opts.name,
+        cpus: opts.cpus,
+        memoryMiB: opts.memory,
+        labels: pairs(opts.label),
+        start: opts.start,
+        arch: opts.arch,
+        os: opts.os,
+        hostLabels: pairs(opts.hostLabel),
+        hostLabelsNot: pairs(opts.avoidHostLabel),
+        priority: opts.priority,
+        queueTimeoutSeconds: opts.queueTimeout
+      }
+      if (opts.dryRun === true) {
+        const plan = await api.request<{ placed: boolean, host?: { name: string, score: number }, reason?: string, ranked: Array<{ name: string, score: number, cachedImage: boolean }>, rejected: Array<{ host: string, reasons: string[] }> }>('POST', '/api/v1/vms', { ...body, dryRun: true })
+        if (json(cmd)) {
+          process.stdout.write(JSON.stringify(plan, null, 2) + '\n')
+          return
+        }
+        process.stdout.write(plan.placed ? `would run on ${plan.host?.name ?? ''}\n` : `would not run now: ${plan.reason ?? ''}\n`)
+        printRows([
+          ...plan.ranked.map(c => ({ host: c.name, verdict: `candidate, score ${c.score.toFixed(3)}${c.cachedImage ? ', image cached' : ''}` })),
+          ...plan.rejected.map(r => ({ host: r.host, verdict: r.reasons.join('; ') }))
+        ], ['host', 'verdict'], false)
+        return
+      }
+      const created = await api.request<Vm>('POST', '/api/v1/vms', body)
       const final = await waitForVm(api, created, opts.start ? 'running' : 'stopped', opts.timeout, json(cmd))
       if (json(cmd)) process.stdout.write(JSON.stringify(final, null, 2) + '\n')
       else process.stdout.write(`${final.id} ${final.name} ${final.state}${final.simulated === true ? ' (simulated)' : ''}\n`)
@@ -139,7 +166,11 @@ async function waitForVm (api: ApiClient, vm: Vm, want: string, timeoutSeconds: 
       if (Date.now() > deadline) throw new CliError(`VM ${vm.id} did not become ${want} within ${timeoutSeconds} s (it is ${current.state}); raise --timeout or check the node's log`)
       await new Promise(resolve => setTimeout(resolve, 200))
       current = await api.request<Vm>('GET', `/api/v1/vms/${encodeURIComponent(vm.id)}`)
-      if (spinner != null) spinner.text = `${vm.name}: ${current.state}`
+      if (spinner != null) {
+        spinner.text = current.state === 'queued'
+          ? `${vm.name}: queued, position ${String(current.queuePosition ?? '?')}${current.stateReason != null ? ` (${current.stateReason})` : ''}`
+          : `${vm.name}: ${current.state}${current.host !== '' && current.host != null ? ` on ${String(current.host)}` : ''}`
+      }
     }
     if (current.state === 'failed') spinner?.fail(`${vm.name}: failed`)
     else spinner?.succeed(`${vm.name}: ${current.state}`)
@@ -148,6 +179,22 @@ async function waitForVm (api: ApiClient, vm: Vm, want: string, timeoutSeconds: 
     spinner?.fail()
     throw err
   }
+}
+
+/** key=value pairs from repeatable options; undefined when none were given. */
+function pairs (list: string[] | undefined): Record<string, string> | undefined {
+  if (list == null) return undefined
+  return Object.fromEntries(list.map(pair => {
+    const eq = pair.indexOf('=')
+    if (eq <= 0) throw new CliError(`"${pair}" must be key=value`, 2)
+    return [pair.slice(0, eq), pair.slice(eq + 1)]
+  }))
+}
+
+function toWhole (value: string): number {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 0) throw new CliError(`"${value}" is not a whole number`, 2)
+  return n
 }
 
 function toInt (value: string): number {

@@ -93,6 +93,31 @@ test('cluster commands: init writes a key and a token that joins; show and host 
   assert.ok(decodeJoinToken(joinToken.stdout.trim()).bootstrap.length > 0)
 })
 
+test('vm create --dry-run explains; a VM that does not fit yet queues and shows its position', async () => {
+  const dry = await corral(['vm', 'create', 'sim-ubuntu-24.04', '--dry-run', '--arch', 'x86_64'])
+  assert.equal(dry.code, 0, dry.stderr)
+  assert.match(dry.stdout, /would run on/)
+  const big = await corral(['--json', 'vm', 'create', 'sim-ubuntu-24.04', '--cpus', '32', '--name', 'fills-it'])
+  assert.equal(big.code, 0, big.stderr)
+  const waiting = await corral(['vm', 'create', 'sim-ubuntu-24.04', '--cpus', '2', '--name', 'waits', '--priority', '80', '--timeout', '2'])
+  assert.notEqual(waiting.code, 0)
+  assert.match(waiting.stderr, /did not become running within 2 s \(it is queued\)/)
+  const list = JSON.parse((await corral(['--json', 'vm', 'list'])).stdout) as Array<{ id: string, name: string, state: string }>
+  const queued = list.find(v => v.name === 'waits')
+  assert.equal(queued?.state, 'queued')
+  const shown = await corral(['vm', 'get', queued.id])
+  assert.match(shown.stdout, /queuePosition\s*│\s*1/)
+  // Deleting the VM that fills the host lets the queued one run.
+  assert.equal((await corral(['vm', 'delete', JSON.parse(big.stdout).id])).code, 0)
+  const deadline = Date.now() + 20_000
+  let state = ''
+  while (Date.now() < deadline && state !== 'running') {
+    state = JSON.parse((await corral(['--json', 'vm', 'get', queued.id])).stdout).state
+  }
+  assert.equal(state, 'running')
+  assert.equal((await corral(['vm', 'delete', queued.id])).code, 0)
+})
+
 test('a bad config value stops the node with the key, the value and what is allowed', async () => {
   const out = await corral(['node'], { CORRAL_DRIVER: 'vmware', CORRAL_DATA_DIR: join(tmpdir(), 'corral-never-created') })
   assert.equal(out.code, 2)
