@@ -4,25 +4,13 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import WebSocket from 'ws'
 import { startNodeProcess, call, ADMIN_PASSWORD, type NodeProcess } from '../helpers/node-process.ts'
+import { eventually } from '../helpers/eventually.ts'
 
 // Real node processes on loopback, joined into one mesh; every request goes through HTTP.
 const fast = { CORRAL_CLUSTER_HEARTBEAT_MS: '200', CORRAL_CLUSTER_SUSPECT_AFTER_MS: '1000', CORRAL_CLUSTER_DEAD_AFTER_MS: '3000' }
 const nodes: NodeProcess[] = []
 after(async () => { await Promise.all(nodes.map(async n => await n.destroy())) })
 
-/** Polls until check() holds, within a bound; the last failure explains a timeout. */
-async function eventually<T> (what: string, check: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let last: unknown
-  while (Date.now() < deadline) {
-    try {
-      const result = await check()
-      if (result !== undefined) return result
-    } catch (err) { last = err }
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  throw new Error(`${what} did not happen within ${timeoutMs} ms${last != null ? `: ${String(last)}` : ''}`)
-}
 
 const login = async (node: NodeProcess, username = 'admin', password = ADMIN_PASSWORD): Promise<string> => {
   const res = await call(node.url, 'POST', '/api/v1/auth/token', { body: { username, password } })

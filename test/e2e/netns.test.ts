@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { ADMIN_PASSWORD } from '../helpers/node-process.ts'
 import { call, createTestNetwork, startNetnsNode, type NetnsNode, type TestNetwork } from '../helpers/netns.ts'
 import { generateClusterKey } from '../../src/node/index.ts'
+import { eventually } from '../helpers/eventually.ts'
 
 // Real node processes, each in its own network namespace on a private bridge the test builds and
 // removes (see test/helpers/netns.ts): mDNS discovery, a node with the wrong cluster key, and a
@@ -20,19 +21,6 @@ after(async () => {
   for (const network of networks.splice(0)) await network.destroy()
 })
 
-/** Polls until check() holds, within a bound; the last failure explains a timeout. */
-async function eventually<T> (what: string, check: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let last: unknown
-  while (Date.now() < deadline) {
-    try {
-      const result = await check()
-      if (result !== undefined) return result
-    } catch (err) { last = err }
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  throw new Error(`${what} did not happen within ${timeoutMs} ms${last != null ? `: ${String(last)}` : ''}`)
-}
 
 const login = async (node: NetnsNode, username = 'admin', password = ADMIN_PASSWORD): Promise<string> => {
   const res = await call(node, 'POST', '/api/v1/auth/token', { body: { username, password } })

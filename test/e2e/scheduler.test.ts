@@ -1,6 +1,7 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { startNodeProcess, call, ADMIN_PASSWORD, type NodeProcess } from '../helpers/node-process.ts'
+import { eventually } from '../helpers/eventually.ts'
 
 // Five real node processes with different capacities, architectures and labels (sim driver).
 const fast = {
@@ -18,18 +19,6 @@ const shapes = [
 const nodes = new Map<string, NodeProcess>()
 after(async () => { await Promise.all([...nodes.values()].map(async n => await n.destroy())) })
 
-async function eventually<T> (what: string, check: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let last: unknown
-  while (Date.now() < deadline) {
-    try {
-      const result = await check()
-      if (result !== undefined) return result
-    } catch (err) { last = err }
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  throw new Error(`${what} did not happen within ${timeoutMs} ms${last != null ? `: ${String(last)}` : ''}`)
-}
 
 let token = ''
 const any = (): NodeProcess => [...nodes.values()][0]
