@@ -8,14 +8,14 @@
  * connection and, after one message over ~600 KB, grows that memory on every later write until the
  * process dies with "WebAssembly.Memory.grow(): Maximum memory size exceeded" (reproduced here
  * with one 900 KB rpc answer; fixed upstream by js-libp2p#3585, not yet released). The cipher
- * here is @noble/ciphers' xsalsa20, which has no shared state.
+ * here is @noble/ciphers' Salsa20 (with HSalsa20 for the extended nonce), which has no shared state.
  *
  * With a wrong key XSalsa20 decrypts to noise and the next layer fails obscurely, so after the
  * nonces both sides also send a fixed check block through the encrypted stream: a peer whose
  * block does not decrypt to the same bytes holds another key, and we say so plainly.
  */
 import { randomBytes } from 'node:crypto'
-import { xsalsa20 } from '@noble/ciphers/salsa.js'
+import { hsalsa, salsa20 } from '@noble/ciphers/salsa.js'
 import { AbstractMultiaddrConnection, byteStream } from '@libp2p/utils'
 import type { AbortOptions, ConnectionProtector, MessageStream, MultiaddrConnection } from '@libp2p/interface'
 import type { SendResult } from '@libp2p/utils'
@@ -31,16 +31,21 @@ const MAX_REMEMBERED = 1000
 
 /**
  * One direction of XSalsa20 as a stream: update() may be called with pieces of any size and
- * continues the keystream where the previous call stopped.
+ * continues the keystream where the previous call stopped. XSalsa20(k, n) is Salsa20 keyed with
+ * HSalsa20(k, n[0..16]) over n[16..24]; the subkey is derived once, not per piece.
  */
 export class XSalsa20Stream {
-  private readonly key: Uint8Array
+  private readonly subkey: Uint8Array
   private readonly nonce: Uint8Array
   private position = 0
 
   constructor (key: Uint8Array, nonce: Uint8Array) {
-    this.key = Uint8Array.from(key)
-    this.nonce = Uint8Array.from(nonce)
+    if (key.byteLength !== 32 || nonce.byteLength !== NONCE_LENGTH) throw new RangeError('XSalsa20 needs a 32-byte key and a 24-byte nonce')
+    // hsalsa reads and writes 32-bit words laid over the bytes (it handles host byte order).
+    const out = new Uint32Array(8)
+    hsalsa(wordsOf(SIGMA), wordsOf(key), wordsOf(nonce.subarray(0, 16)), out)
+    this.subkey = new Uint8Array(out.buffer)
+    this.nonce = Uint8Array.from(nonce.subarray(16, 24))
   }
 
   update (input: Uint8Array): Uint8Array {
@@ -51,12 +56,18 @@ export class XSalsa20Stream {
     const block = Math.floor(this.position / 64)
     const skip = this.position % 64
     this.position += input.byteLength
-    if (skip === 0) return xsalsa20(this.key, this.nonce, input, undefined, block)
+    if (skip === 0) return salsa20(this.subkey, this.nonce, input, undefined, block)
     // Mid-block: pad the front so the keystream lines up, then drop the pad.
     const padded = new Uint8Array(skip + input.byteLength)
     padded.set(input, skip)
-    return xsalsa20(this.key, this.nonce, padded, undefined, block).subarray(skip)
+    return salsa20(this.subkey, this.nonce, padded, undefined, block).subarray(skip)
   }
+}
+
+const SIGMA = new TextEncoder().encode('expand 32-byte k')
+
+function wordsOf (bytes: Uint8Array): Uint32Array {
+  return new Uint32Array(Uint8Array.from(bytes).buffer)
 }
 
 interface EncryptedConnectionInit {
