@@ -52,6 +52,8 @@ type MeshServices = {
 const SYNC_TIMEOUT_MS = 60_000
 /** With no connection at all, retry the bootstrap list this often. */
 const REBOOTSTRAP_MS = 10_000
+/** Members that answer a join with an extra heartbeat, on average (all of them in small clusters). */
+const JOIN_RESPONDERS = 8
 /** Dials started per tick to reach targetPeers: joins spread out instead of storming. */
 const TOP_UP_DIALS_PER_TICK = 2
 /** Leaves room in a heartbeat for everything but the caller's state. */
@@ -170,7 +172,10 @@ class MeshNodeImpl implements MeshNode {
     this.records = this.guardedRecords()
     // A newcomer should learn the others (and get direct links) now, not a heartbeat later.
     this.events.on('member:join', () => {
-      this.heartbeatNow()
+      // Every member answering every join costs N² deliveries per join in a large cluster; about
+      // JOIN_RESPONDERS answering lets the newcomer learn members at once, the rest within a heartbeat.
+      const alive = Math.max(1, this.membership.ids('alive').length)
+      if (Math.random() < JOIN_RESPONDERS / alive) this.heartbeatNow()
       if (this.phase === 'running') this.maintainConnections()
     })
     // A member back from suspect or dead (a healed partition) missed the gossip of that time, and we
@@ -526,8 +531,10 @@ class MeshNodeImpl implements MeshNode {
   }
 
   private readonly onSubscriptionChange = (evt: CustomEvent<{ peerId: PeerId, subscriptions: Array<{ topic: string, subscribe: boolean }> }>): void => {
-    // A peer that just subscribed gets our heartbeat now rather than up to heartbeatMs later.
-    if (evt.detail.subscriptions.some(s => s.topic === HEARTBEAT_TOPIC && s.subscribe)) this.heartbeatNow()
+    // A peer that just subscribed gets our heartbeat now rather than up to heartbeatMs later, unless
+    // we already hear it as an alive member: then it hears us too, and a new link needs no broadcast.
+    const known = this.membership.get(evt.detail.peerId.toString())?.status === 'alive'
+    if (!known && evt.detail.subscriptions.some(s => s.topic === HEARTBEAT_TOPIC && s.subscribe)) this.heartbeatNow()
     // Records we wrote before we knew this peer listened were gossiped past it (a joining node's
     // first writes, such as its token-signing key): a sync now carries them.
     if (evt.detail.subscriptions.some(s => s.topic === RECORDS_TOPIC && s.subscribe)) this.scheduleSync(evt.detail.peerId.toString(), 'subscribed', true)
