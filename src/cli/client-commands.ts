@@ -1,5 +1,4 @@
 import { Command, Option } from 'commander'
-import ora from 'ora'
 import { ApiClient } from './client.ts'
 import { CliError } from './errors.ts'
 import { loadSession, saveSession, sessionFile } from './session.ts'
@@ -158,6 +157,8 @@ export function clientCommands (env: Record<string, string | undefined>): Comman
 
 /** Polls the VM until it reaches `want` (or fails), with a spinner for people. */
 async function waitForVm (api: ApiClient, vm: Vm, want: string, timeoutSeconds: number, quiet: boolean): Promise<Vm> {
+  // Loaded here, not at start-up: a long-running node never needs it.
+  const { default: ora } = await import('ora')
   const spinner = quiet ? undefined : ora({ text: `${vm.name}: ${vm.state}`, stream: process.stderr }).start()
   const deadline = Date.now() + timeoutSeconds * 1000
   let current = vm
