@@ -14,6 +14,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { pino } from 'pino'
 import { createMeshNode, generateClusterKey } from '../src/node/index.ts'
 import type { MeshNode } from '../src/node/index.ts'
@@ -90,6 +91,14 @@ try {
   const formed = await until(() => nodes.every(n => n.members().filter(m => m.status === 'alive').length === nodeCount), 250)
   console.log(`${nodeCount} nodes started and fully formed in ${ms(performance.now() - t0)} (formation wait ${ms(formed)}); heartbeat ${heartbeatMs} ms`)
 
+  // What the formed mesh costs at rest, and how late the event loop runs (all nodes share it).
+  const cpuBefore = process.cpuUsage()
+  await new Promise(resolve => setTimeout(resolve, 5000))
+  const cpu = process.cpuUsage(cpuBefore)
+  console.log(`idle: ${((cpu.user + cpu.system) / 1000 / 5000 * 100).toFixed(0)}% of one core for all ${nodeCount} nodes over 5 s`)
+  const lag = monitorEventLoopDelay({ resolution: 10 })
+  lag.enable()
+
   const seenByAll: number[] = []
   const seesAll: number[] = []
   for (let run = 0; run < runs; run++) {
@@ -115,6 +124,10 @@ try {
     spread.push(Number.isNaN(waited) ? Number.NaN : performance.now() - start)
   }
   console.log(`record: readable on all ${nodeCount} nodes after ${ms(median(spread))} median (runs: ${spread.map(x => x.toFixed(0)).join(', ')} ms)`)
+  lag.disable()
+  // The histogram samples a 10 ms timer, so an idle loop reads 10 ms: subtract it.
+  const late = (ns: number): string => `${Math.max(0, ns / 1e6 - 10).toFixed(0)} ms`
+  console.log(`event loop lateness during the runs: mean ${late(lag.mean)}, p99 ${late(lag.percentile(99))}, max ${late(lag.max)}`)
   const m = nodes[0]!.metrics()
   console.log(`node 0 metrics: heartbeats ${m.heartbeatsReceived}, gossip accepted ${m.accepted.gossip}, dropped ${m.dropped.gossip + m.dropped.sync + m.dropped.rpc}, syncs ${m.syncRuns}`)
   const rss = process.memoryUsage().rss
