@@ -1,0 +1,621 @@
+/**
+ * The catalog on one node: cluster-wide metadata (records), pushes to and pulls from storage
+ * providers, the local cache of chunks and unpacked images, and jobs that report progress.
+ *
+ * A pull resolves a reference to a version, checks the user may use it, fetches the manifest, then
+ * the chunks the cache lacks (peers first when a peer router is set, the provider last), checks
+ * every chunk, and unpacks into the cache. A marker file per pull makes a restarted node carry on
+ * with the pulls it had under way; the chunks it already has are not fetched again.
+ */
+import { randomUUID } from 'node:crypto'
+import { mkdir, readdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import type { Logger } from 'pino'
+import type { RecordStore } from '../node/index.ts'
+import { ChunkStore } from './chunk-store.ts'
+import { ImageCache, cachedName, type CachedImage } from './image-cache.ts'
+import { CatalogRecords, checkImageId, checkVersion, normaliseArch, parseRef, DEFAULT_TAG, TAG } from './records.ts'
+import { Repository } from './repository.ts'
+import { packFolder, type BlobSink } from './pack.ts'
+import { unpackBundle } from './unpack.ts'
+import { countHeld, fetchChunk, fetchMissing, type ChunkRouting, type ChunkSource } from './transfer.ts'
+import { decodeManifest, encodeManifest, manifestDigest, blobIds, type BundleManifest } from './manifest.ts'
+import { DEFAULT_CHUNKING, type ChunkingParams } from './chunker.ts'
+import { describeBundle, type GuestOverrides } from './describe-bundle.ts'
+import { checkAccess } from './access.ts'
+import {
+  BundleInvalidError, CatalogJobNotFoundError, CatalogRequestError, CatalogVersionExistsError, ChunkCorruptError, ChunkNotFoundError,
+  ProviderConfigError, CatalogAccessDeniedError, ImageRevokedError, CatalogImageNotFoundError, CatalogVersionNotFoundError
+} from './errors.ts'
+import type { ProviderKind, StorageProvider } from './providers/types.ts'
+import type { CatalogArch, CatalogEntry, CatalogImage, CatalogUser, CatalogVersion, MinHost, TransferProgress } from './types.ts'
+
+export interface CatalogComponents {
+  logger: Logger
+  /** The mesh's cluster-wide records. */
+  records: RecordStore
+  clock: () => number
+  /** This host's architecture (what it pulls for by default). */
+  hostArch: () => Promise<CatalogArch>
+  /** Names of images VMs on this host were created from: never evicted. */
+  inUse?: () => Set<string>
+}
+
+export interface CatalogInit {
+  cacheDir: string
+  cacheMaxBytes: number
+  providers: Partial<Record<ProviderKind, StorageProvider>>
+  /** Where pushes go when they do not say. */
+  defaultProvider?: ProviderKind
+  /** Chunks fetched or sent at once. */
+  concurrency: number
+  chunking?: ChunkingParams
+  zstdLevel?: number
+  /** Keep a pushed image's chunks in this node's cache, so peers can fetch them from here. */
+  cacheOnPush?: boolean
+  /** Least time between two progress events of one transfer. */
+  progressIntervalMs?: number
+}
+
+export interface PushOptions {
+  path: string
+  image: string
+  version: string
+  arch?: string
+  provider?: ProviderKind
+  /** Tags to point at this version; default ["latest"]. */
+  tags?: string[]
+  description?: string
+  requiredClaims?: string[]
+  minHost?: MinHost
+  guest?: GuestOverrides
+  /** Replace a version of the same number (versions are otherwise immutable). */
+  force?: boolean
+}
+
+export interface PullOptions {
+  arch?: string
+  /** The user the pull is for; absent for the node's own on-demand pulls (already authorised). */
+  user?: CatalogUser
+  signal?: AbortSignal
+}
+
+export type JobState = 'running' | 'done' | 'failed'
+
+export interface CatalogJob {
+  id: string
+  kind: 'pull' | 'push'
+  ref: string
+  by: string
+  state: JobState
+  progress: TransferProgress
+  startedAt: string
+  finishedAt?: string
+  error?: { name: string, message: string }
+  /** The pulled image (name, path) or the pushed version. */
+  result?: unknown
+}
+
+export interface LocalCatalogImage {
+  /** `<image>:<version>`. */
+  name: string
+  path: string
+  version: CatalogVersion
+}
+
+export interface CatalogEvents {
+  /** A transfer moved on (throttled; phase changes always sent). */
+  progress: CustomEvent<TransferProgress & { job?: string }>
+  /** Metadata or the local cache changed: what this host can offer may differ. */
+  changed: CustomEvent<{ reason: string }>
+}
+
+/** Chunk routing beyond the provider, e.g. peers that hold the chunks (src/catalog/p2p.ts). */
+export type PeerRouter = (id: string, round: number, manifest: string) => ChunkSource[]
+
+const MAX_JOBS_KEPT = 200
+const SYSTEM_USER: CatalogUser = { subject: 'corral', claims: new Set(['catalog:write']), roles: [] }
+
+export class CatalogService extends EventTarget {
+  readonly records: CatalogRecords
+  readonly store: ChunkStore
+  readonly cache: ImageCache
+  private readonly c: CatalogComponents
+  private readonly init: CatalogInit
+  private readonly log: Logger
+  private readonly inflight = new Map<string, Promise<CachedImage>>()
+  private readonly jobs = new Map<string, CatalogJob>()
+  /** Chunks of pulls under way: never evicted from under them. */
+  private readonly pinnedChunks = new Map<string, Set<string>>()
+  private readonly abort = new AbortController()
+  private peerRouter?: PeerRouter
+  private started = false
+
+  constructor (components: CatalogComponents, init: CatalogInit) {
+    super()
+    this.c = components
+    this.init = init
+    this.log = components.logger
+    this.records = new CatalogRecords(components.records)
+    this.store = new ChunkStore({ logger: components.logger, clock: components.clock }, { dir: join(init.cacheDir, 'chunks') })
+    this.cache = new ImageCache({ logger: components.logger, clock: components.clock, store: this.store, inUse: () => components.inUse?.() ?? new Set() }, { dir: init.cacheDir, maxBytes: init.cacheMaxBytes })
+  }
+
+  private get pullsDir (): string { return join(this.init.cacheDir, 'pulls') }
+  private get manifestsDir (): string { return join(this.init.cacheDir, 'manifests') }
+
+  async start (): Promise<void> {
+    if (this.started) return
+    await mkdir(this.pullsDir, { recursive: true })
+    await mkdir(this.manifestsDir, { recursive: true })
+    await this.store.open()
+    await this.cache.open()
+    this.started = true
+    const pending = (await readdir(this.pullsDir)).filter(f => f.endsWith('.json'))
+    for (const file of pending) {
+      const marker = await readFile(join(this.pullsDir, file), 'utf8').then(t => JSON.parse(t) as { version: CatalogVersion }).catch(() => undefined)
+      if (marker?.version == null) {
+        await rm(join(this.pullsDir, file), { force: true })
+        continue
+      }
+      const v = marker.version
+      this.log.info({ image: v.image, version: v.version, arch: v.arch, held: this.store.count() }, 'resuming a pull a previous run left unfinished')
+      this.startJob('pull', cachedName(v.image, v.version), 'corral', async job => await this.pullResolved(v, job))
+    }
+  }
+
+  async stop (): Promise<void> {
+    if (!this.started) return
+    this.started = false
+    this.abort.abort()
+    await Promise.allSettled([...this.inflight.values()])
+  }
+
+  /** Set by the p2p layer: where else than the provider a chunk may be found. */
+  setPeerRouter (router: PeerRouter | undefined): void {
+    this.peerRouter = router
+  }
+
+  providerNames (): ProviderKind[] {
+    return Object.keys(this.init.providers) as ProviderKind[]
+  }
+
+  repository (name: ProviderKind): Repository {
+    const provider = this.init.providers[name]
+    if (provider == null) {
+      const known = this.providerNames()
+      throw new ProviderConfigError(`this node has no "${name}" storage provider configured (catalog.${name}.* in its config); it has ${known.length > 0 ? known.join(', ') : 'none'}`, { provider: name })
+    }
+    return new Repository(provider)
+  }
+
+  // ---- metadata ----
+
+  list (): CatalogEntry[] {
+    return this.records.entries()
+  }
+
+  show (id: string): CatalogEntry {
+    return this.records.entry(checkImageId(id))
+  }
+
+  async update (id: string, changes: { description?: string, requiredClaims?: string[], minHost?: MinHost }): Promise<CatalogImage> {
+    const image = this.records.requireImage(checkImageId(id))
+    const next: CatalogImage = { ...image, updatedAt: this.now() }
+    if (changes.description != null) next.description = changes.description
+    if (changes.requiredClaims != null) next.requiredClaims = [...new Set(changes.requiredClaims)]
+    if (changes.minHost != null) next.minHost = changes.minHost
+    await this.records.putImage(next)
+    this.changed('image updated')
+    return next
+  }
+
+  /** Points a tag at a version (which must exist), or removes it (version null). */
+  async setTag (id: string, tag: string, version: string | null): Promise<CatalogImage> {
+    if (!TAG.test(tag)) throw new CatalogRequestError(`"${tag}" is not a valid tag: 1-40 letters, digits, ".", "_", "+" or "-"`, { field: 'tag' })
+    const image = this.records.requireImage(checkImageId(id))
+    const tags = { ...image.tags }
+    if (version == null) delete tags[tag]
+    else {
+      if (!this.records.versions(id).some(v => v.version === version)) throw new CatalogVersionNotFoundError(`image "${id}" has no version ${version} to tag`, { image: id, version })
+      tags[tag] = version
+    }
+    const next = { ...image, tags, updatedAt: this.now() }
+    await this.records.putImage(next)
+    this.changed('tag changed')
+    return next
+  }
+
+  /** Revokes (or, with reason null, restores) an image, or one version of it (all arches unless given). */
+  async setRevoked (id: string, target: { version?: string, arch?: string }, reason: string | null, by: string): Promise<CatalogEntry> {
+    const image = this.records.requireImage(checkImageId(id))
+    const revocation = reason == null ? undefined : { by, at: this.now(), reason }
+    if (target.version == null) {
+      const next: CatalogImage = { ...image, updatedAt: this.now() }
+      if (revocation == null) delete next.revoked
+      else next.revoked = revocation
+      await this.records.putImage(next)
+    } else {
+      const versions = this.records.versions(id).filter(v => v.version === target.version && (target.arch == null || v.arch === normaliseArch(target.arch)))
+      if (versions.length === 0) throw new CatalogVersionNotFoundError(`image "${id}" has no version ${target.version}${target.arch != null ? ` for ${target.arch}` : ''}`, { image: id, version: target.version })
+      for (const v of versions) {
+        const next: CatalogVersion = { ...v }
+        if (revocation == null) delete next.revoked
+        else next.revoked = revocation
+        await this.records.putVersion(next)
+      }
+    }
+    this.changed(reason == null ? 'restored' : 'revoked')
+    return this.records.entry(id)
+  }
+
+  /** Removes catalog metadata (the stored chunks stay: other versions may share them). */
+  async remove (id: string, version?: string, arch?: string): Promise<void> {
+    checkImageId(id)
+    if (version == null) await this.records.deleteImage(id)
+    else {
+      const versions = this.records.versions(id).filter(v => v.version === version && (arch == null || v.arch === normaliseArch(arch)))
+      if (versions.length === 0) throw new CatalogVersionNotFoundError(`image "${id}" has no version ${version}`, { image: id, version })
+      for (const v of versions) await this.records.deleteVersion(v)
+      const image = this.records.image(id)
+      if (image != null && Object.values(image.tags).includes(version) && !this.records.versions(id).some(v => v.version === version)) {
+        await this.records.putImage({ ...image, tags: Object.fromEntries(Object.entries(image.tags).filter(([, v]) => v !== version)), updatedAt: this.now() })
+      }
+    }
+    this.changed('removed')
+  }
+
+  /** The version a reference means for this host (or `arch`), checked for the user. */
+  async resolveFor (ref: string, user: CatalogUser | undefined, arch?: string): Promise<{ image: CatalogImage, version: CatalogVersion }> {
+    const resolved = this.records.resolve(ref, arch != null ? normaliseArch(arch) : await this.c.hostArch())
+    checkAccess(user ?? SYSTEM_USER, resolved.image, resolved.version)
+    return resolved
+  }
+
+  /** Whether a name is a catalog reference at all (an image id the catalog knows). */
+  knows (ref: string): boolean {
+    try {
+      return this.records.image(parseRef(ref).id) != null
+    } catch {
+      return false
+    }
+  }
+
+  // ---- push ----
+
+  async push (options: PushOptions, by: string, onProgress?: (p: TransferProgress) => void, jobId?: string): Promise<CatalogVersion> {
+    const image = checkImageId(options.image)
+    const version = checkVersion(options.version)
+    const path = resolve(options.path)
+    const st = await stat(path).catch(() => undefined)
+    if (st == null || !st.isDirectory()) throw new BundleInvalidError(`${path} is not a folder on this node: give the image folder (with image.json) or the .pvm/.macvm bundle, as a path on the node that runs the push`, { path })
+    const described = await describeBundle(path, options.guest ?? {})
+    const arch = options.arch != null ? normaliseArch(options.arch) : described.arch ?? await this.c.hostArch()
+    const providerName = options.provider ?? this.init.defaultProvider ?? this.providerNames()[0]
+    if (providerName == null) throw new ProviderConfigError('this node has no storage provider configured: set catalog.folder.path, catalog.s3.bucket, catalog.azure.container or catalog.artifactory.url')
+    const repo = this.repository(providerName)
+    if (this.records.version(image, version, arch) != null && options.force !== true) {
+      throw new CatalogVersionExistsError(`image "${image}" already has version ${version} for ${arch}; versions are immutable: push a new version, or pass force to replace it`, { image, version, arch })
+    }
+    for (const tag of options.tags ?? [DEFAULT_TAG]) if (!TAG.test(tag)) throw new CatalogRequestError(`"${tag}" is not a valid tag`, { field: 'tags' })
+
+    const progress = this.newProgress('push', image, version, arch)
+    const emit = this.emitter(progress, onProgress, jobId)
+    progress.phase = 'uploading'
+    emit(true)
+    const local: BlobSink | undefined = this.init.cacheOnPush === false ? undefined : { has: async () => undefined, put: async (id, stored) => { await this.store.put(id, stored, { verified: true }) } }
+    const manifest = await packFolder(path, repo.sink({ signal: this.abort.signal, also: local }), {
+      chunking: this.init.chunking ?? DEFAULT_CHUNKING,
+      zstdLevel: this.init.zstdLevel,
+      concurrency: this.init.concurrency,
+      signal: this.abort.signal,
+      onProgress: p => {
+        progress.chunksDone = p.blobsSent + p.blobsReused
+        progress.chunksReused = p.blobsReused
+        progress.bytesDone = p.bytesRead
+        progress.bytesTotal = p.totalBytes
+        progress.bytesFromProvider = p.bytesSent
+        emit(false)
+      }
+    })
+    const digest = await repo.putManifest(manifest, { signal: this.abort.signal })
+    await this.saveManifest(digest, manifest)
+    const guest = described.guest.format === 'qemu' || options.guest?.diskMiB != null ? described.guest : { ...described.guest, diskMiB: Math.max(1, Math.ceil(manifest.size / 1048576)) }
+    const record: CatalogVersion = {
+      image, version, arch, manifest: digest, provider: providerName,
+      size: manifest.size, storedSize: manifest.storedSize, chunks: Object.keys(manifest.blobs).length,
+      guest, createdBy: by, createdAt: this.now()
+    }
+    if (options.minHost != null) record.minHost = options.minHost
+    await repo.putVersionDoc(record, { signal: this.abort.signal })
+    await this.records.putVersion(record)
+    const existing = this.records.image(image)
+    const tags = { ...(existing?.tags ?? {}) }
+    for (const tag of options.tags ?? [DEFAULT_TAG]) tags[tag] = version
+    const meta: CatalogImage = {
+      id: image,
+      description: options.description ?? existing?.description ?? '',
+      tags,
+      requiredClaims: options.requiredClaims ?? existing?.requiredClaims ?? [],
+      createdBy: existing?.createdBy ?? by,
+      createdAt: existing?.createdAt ?? this.now(),
+      updatedAt: this.now()
+    }
+    if (existing?.revoked != null) meta.revoked = existing.revoked
+    const minHost = options.minHost ?? existing?.minHost
+    if (minHost != null) meta.minHost = minHost
+    await this.records.putImage(meta)
+    progress.phase = 'done'
+    emit(true)
+    this.log.info({ image, version, arch, provider: providerName, sizeMiB: Math.round(manifest.size / 1048576), sentMiB: Math.round(progress.bytesFromProvider / 1048576), by }, 'image version pushed')
+    this.changed('pushed')
+    if (local != null) await this.cache.makeRoom(0).catch((err: Error) => this.log.warn({ err: err.message }, 'the cache is over its limit after a push'))
+    return record
+  }
+
+  // ---- pull ----
+
+  /** Pulls a reference for the user into this host's cache (or finds it there). */
+  async pull (ref: string, options: PullOptions = {}, jobId?: string, onProgress?: (p: TransferProgress) => void): Promise<LocalCatalogImage> {
+    const { version } = await this.resolveFor(ref, options.user, options.arch)
+    const cached = await this.pullResolved(version, undefined, jobId, onProgress)
+    return { name: cached.name, path: cached.path, version: cached.version }
+  }
+
+  /** One pull per version at a time on this node: a second caller waits for the first. */
+  private async pullResolved (version: CatalogVersion, job?: CatalogJob, jobId?: string, onProgress?: (p: TransferProgress) => void): Promise<CachedImage> {
+    const cached = this.cache.get(version.image, version.version, version.arch)
+    if (cached != null && cached.version.manifest === version.manifest) {
+      this.cache.touch(cached)
+      if (job != null) {
+        job.progress.phase = 'done'
+        job.progress.chunksDone = job.progress.chunksTotal = version.chunks
+        job.progress.bytesDone = job.progress.bytesTotal = version.storedSize
+      }
+      return cached
+    }
+    const key = `${version.image}@${version.version}@${version.arch}`
+    const running = this.inflight.get(key)
+    if (running != null) return await running
+    const p = this.doPull(version, job?.progress, job?.id ?? jobId, onProgress).finally(() => this.inflight.delete(key))
+    this.inflight.set(key, p)
+    return await p
+  }
+
+  private async doPull (version: CatalogVersion, given: TransferProgress | undefined, jobId: string | undefined, onProgress?: (p: TransferProgress) => void): Promise<CachedImage> {
+    const signal = this.abort.signal
+    const progress = given ?? this.newProgress('pull', version.image, version.version, version.arch)
+    const emit = this.emitter(progress, onProgress, jobId)
+    const key = `${version.image}@${version.version}@${version.arch}`
+    const marker = join(this.pullsDir, `${key}.json`)
+    await writeFile(marker, JSON.stringify({ version, startedAt: this.now() }))
+    try {
+      progress.phase = 'manifest'
+      emit(true)
+      const manifest = await this.manifestOf(version)
+      const ids = new Set(blobIds(manifest))
+      this.pinnedChunks.set(key, ids)
+      const missing = countHeld(manifest, this.store, progress)
+      const missingBytes = missing.reduce((n, id) => n + manifest.blobs[id].stored, 0)
+      await this.cache.makeRoom(missingBytes + manifest.size, { chunks: this.allPinned() })
+      progress.phase = 'chunks'
+      emit(true)
+      const routing = this.routing(version)
+      const fetchOptions = { concurrency: this.init.concurrency, signal, logger: this.log, onChunk: () => emit(false) }
+      await fetchMissing(manifest, missing, this.store, routing, progress, fetchOptions)
+      progress.phase = 'unpacking'
+      emit(true)
+      const image = await this.cache.add(version, manifest, async parent => await unpackBundle(manifest, parent, {
+        concurrency: this.init.concurrency,
+        signal,
+        // A chunk that went bad (or missing) on this disk since it was fetched is fetched again.
+        readChunk: async (id, size) => {
+          try {
+            return await this.store.readPlain(id, size)
+          } catch (err) {
+            if (!(err instanceof ChunkCorruptError) && !(err instanceof ChunkNotFoundError)) throw err
+            if (err instanceof ChunkCorruptError) progress.corruptChunks++
+            await fetchChunk(id, size, this.store, routing, progress, fetchOptions)
+            return await this.store.readPlain(id, size)
+          }
+        }
+      }))
+      await rm(marker, { force: true })
+      progress.phase = 'done'
+      emit(true)
+      this.log.info({ image: version.image, version: version.version, arch: version.arch, fromProviderMiB: mib(progress.bytesFromProvider), fromPeersMiB: mib(progress.bytesFromPeers), reusedChunks: progress.chunksReused, corrupt: progress.corruptChunks }, 'image pulled')
+      this.changed('pulled')
+      return image
+    } catch (err) {
+      // Keep the marker (and the chunks) when the node is stopping, so the next start resumes;
+      // drop it when the pull itself is hopeless.
+      if (!signal.aborted && isFinal(err)) await rm(marker, { force: true })
+      progress.phase = 'failed'
+      progress.error = (err as Error).message
+      emit(true)
+      throw err
+    } finally {
+      this.pinnedChunks.delete(key)
+    }
+  }
+
+  private allPinned (): Set<string> {
+    const all = new Set<string>()
+    for (const ids of this.pinnedChunks.values()) for (const id of ids) all.add(id)
+    return all
+  }
+
+  private routing (version: CatalogVersion): ChunkRouting {
+    const repo = this.repository(version.provider)
+    const provider: ChunkSource = {
+      kind: 'provider',
+      label: repo.provider.describe(),
+      fetch: async (id, signal) => await repo.getChunk(id, { signal })
+    }
+    return {
+      sources: (id, round) => [...(this.peerRouter?.(id, round, version.manifest) ?? []), provider]
+    }
+  }
+
+  /** The manifest from this node's copy, else the provider (and kept for resumes and peers). */
+  async manifestOf (version: { manifest: string, provider: ProviderKind }): Promise<BundleManifest> {
+    const local = await this.localManifest(version.manifest)
+    if (local != null) return local
+    const manifest = await this.repository(version.provider).getManifest(version.manifest, { signal: this.abort.signal })
+    await this.saveManifest(version.manifest, manifest)
+    return manifest
+  }
+
+  /** A manifest this node holds, checked; undefined if it has none (or a bad copy, removed). */
+  async localManifest (digest: string): Promise<BundleManifest | undefined> {
+    if (!/^[0-9a-f]{64}$/.test(digest)) return undefined
+    const path = join(this.manifestsDir, `${digest}.json`)
+    const bytes = await readFile(path).catch(() => undefined)
+    if (bytes == null) return undefined
+    try {
+      return decodeManifest(bytes, digest)
+    } catch {
+      await rm(path, { force: true })
+      return undefined
+    }
+  }
+
+  async localManifestBytes (digest: string): Promise<Buffer | undefined> {
+    if (!/^[0-9a-f]{64}$/.test(digest)) return undefined
+    return await readFile(join(this.manifestsDir, `${digest}.json`)).catch(() => undefined)
+  }
+
+  private async saveManifest (digest: string, manifest: BundleManifest): Promise<void> {
+    const bytes = encodeManifest(manifest)
+    if (manifestDigest(bytes) !== digest) return
+    const tmp = join(this.manifestsDir, `${digest}.json.${randomUUID().slice(0, 8)}`)
+    await writeFile(tmp, bytes)
+    await rename(tmp, join(this.manifestsDir, `${digest}.json`))
+  }
+
+  // ---- what this host offers ----
+
+  /** Images unpacked here whose version is still in the catalog. */
+  localImages (): LocalCatalogImage[] {
+    return this.cache.list().map(i => ({ name: i.name, path: i.path, version: i.version }))
+  }
+
+  /**
+   * Makes a catalog reference local for a VM on this host (pulling it if needed); undefined when
+   * the name is not a catalog reference. The caller checked the user's claims already.
+   */
+  async ensure (ref: string): Promise<LocalCatalogImage | undefined> {
+    if (!this.knows(ref)) return undefined
+    return await this.pull(ref)
+  }
+
+  /** Versions this host could pull for its arch, as `<image>:<version>` with their guest. */
+  async pullable (): Promise<Array<{ name: string, version: CatalogVersion }>> {
+    const arch = await this.c.hostArch()
+    const revokedImages = new Set(this.records.images().filter(i => i.revoked != null).map(i => i.id))
+    return this.records.allVersions()
+      .filter(v => v.arch === arch && v.revoked == null && !revokedImages.has(v.image) && this.init.providers[v.provider] != null)
+      .map(v => ({ name: cachedName(v.image, v.version), version: v }))
+  }
+
+  // ---- jobs ----
+
+  startPull (ref: string, user: CatalogUser, arch?: string): CatalogJob {
+    // Resolve and authorise now, so a refusal is the request's answer, not a failed job.
+    const resolved = this.records.resolve(ref, arch != null ? normaliseArch(arch) : undefined)
+    checkAccess(user, resolved.image, resolved.version)
+    return this.startJob('pull', ref, user.subject, async job => {
+      const { version } = await this.resolveFor(ref, user, arch)
+      job.progress.image = version.image
+      job.progress.version = version.version
+      job.progress.arch = version.arch
+      const image = await this.pullResolved(version, job)
+      return { name: image.name, path: image.path, arch: image.version.arch }
+    })
+  }
+
+  startPush (options: PushOptions, by: string): CatalogJob {
+    checkImageId(options.image)
+    checkVersion(options.version)
+    return this.startJob('push', cachedName(options.image, options.version), by, async job => await this.push(options, by, p => { Object.assign(job.progress, p) }, job.id))
+  }
+
+  job (id: string): CatalogJob {
+    const job = this.jobs.get(id)
+    if (job == null) throw new CatalogJobNotFoundError(`no catalog job ${id} on this node (jobs are kept in memory on the node that runs them, the last ${MAX_JOBS_KEPT})`, { job: id })
+    return job
+  }
+
+  listJobs (): CatalogJob[] {
+    return [...this.jobs.values()].reverse()
+  }
+
+  /** Resolves when the job ends (with the job, failed or not). */
+  async waitForJob (id: string, signal?: AbortSignal): Promise<CatalogJob> {
+    const job = this.job(id)
+    const done = (job as CatalogJob & { done?: Promise<void> }).done
+    if (done != null) {
+      await (signal == null ? done : Promise.race([done, new Promise<void>((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }))]))
+    }
+    return job
+  }
+
+  private startJob (kind: 'pull' | 'push', ref: string, by: string, run: (job: CatalogJob) => Promise<unknown>): CatalogJob {
+    const [image = '', version = ''] = ref.split(':')
+    const job: CatalogJob = { id: randomUUID(), kind, ref, by, state: 'running', progress: this.newProgress(kind, image, version, ''), startedAt: this.now() }
+    this.jobs.set(job.id, job)
+    while (this.jobs.size > MAX_JOBS_KEPT) {
+      const oldest = [...this.jobs.values()].find(j => j.state !== 'running')
+      if (oldest == null) break
+      this.jobs.delete(oldest.id)
+    }
+    const done = run(job).then(result => {
+      job.state = 'done'
+      job.result = result
+      job.progress.phase = 'done'
+    }, (err: Error) => {
+      job.state = 'failed'
+      job.error = { name: err.name, message: err.message }
+      job.progress.phase = 'failed'
+      job.progress.error = err.message
+      if (!this.abort.signal.aborted) this.log.warn({ job: job.id, kind, ref, err: err.message }, 'catalog job failed')
+    }).finally(() => { job.finishedAt = this.now() })
+    Object.defineProperty(job, 'done', { value: done, enumerable: false })
+    return job
+  }
+
+  // ---- helpers ----
+
+  private newProgress (kind: 'pull' | 'push', image: string, version: string, arch: string): TransferProgress {
+    return { kind, image, version, arch, phase: 'resolving', chunksTotal: 0, chunksDone: 0, bytesTotal: 0, bytesDone: 0, bytesFromPeers: 0, bytesFromProvider: 0, chunksReused: 0, corruptChunks: 0 }
+  }
+
+  /** Sends progress events at most every progressIntervalMs, and always on phase changes. */
+  private emitter (progress: TransferProgress, onProgress: ((p: TransferProgress) => void) | undefined, jobId: string | undefined): (force: boolean) => void {
+    let last = 0
+    const every = this.init.progressIntervalMs ?? 250
+    return force => {
+      onProgress?.(progress)
+      const now = this.c.clock()
+      if (!force && now - last < every) return
+      last = now
+      this.dispatchEvent(new CustomEvent('progress', { detail: { ...progress, ...(jobId != null ? { job: jobId } : {}) } }))
+    }
+  }
+
+  private changed (reason: string): void {
+    this.dispatchEvent(new CustomEvent('changed', { detail: { reason } }))
+  }
+
+  private now (): string {
+    return new Date(this.c.clock()).toISOString()
+  }
+}
+
+/** Errors a retry would not fix: the pull is dropped rather than resumed at the next start. */
+function isFinal (err: unknown): boolean {
+  return err instanceof CatalogAccessDeniedError || err instanceof ImageRevokedError || err instanceof CatalogImageNotFoundError ||
+    err instanceof CatalogVersionNotFoundError || err instanceof ChunkCorruptError || err instanceof ProviderConfigError
+}
+
+const mib = (bytes: number): number => Math.round(bytes / 1048576)

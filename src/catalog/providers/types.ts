@@ -1,0 +1,49 @@
+/**
+ * The one contract every storage provider implements: folder, s3, azure, artifactory. A provider
+ * stores opaque objects under keys (`chunks/ab/<id>`, `manifests/<digest>.json`...); what the
+ * objects mean, and checking them, is the catalog's job. Providers never log or return credentials.
+ */
+
+export type ProviderKind = 'folder' | 's3' | 'azure' | 'artifactory'
+
+export interface ObjectInfo {
+  key: string
+  size: number
+}
+
+export interface ProviderCallOptions {
+  signal?: AbortSignal
+}
+
+export interface StorageProvider {
+  /** The configured name versions refer to (equal to its kind: one provider of each kind). */
+  readonly name: ProviderKind
+  /** Where it stores, for messages (bucket, endpoint, folder); never a credential. */
+  describe: () => string
+  /** Size of the object, or undefined if there is none. */
+  head: (key: string, options?: ProviderCallOptions) => Promise<number | undefined>
+  /** The whole object; ObjectNotFoundError if absent. */
+  get: (key: string, options?: ProviderCallOptions) => Promise<Buffer>
+  /** Bytes [start, end) of the object. */
+  getRange: (key: string, start: number, end: number, options?: ProviderCallOptions) => Promise<Buffer>
+  /** Create or replace; readers never see a partial object. */
+  put: (key: string, data: Buffer, options?: ProviderCallOptions) => Promise<void>
+  /** Every object whose key starts with prefix (which ends in `/` or is empty). */
+  list: (prefix: string, options?: ProviderCallOptions) => AsyncIterable<ObjectInfo>
+  /** Idempotent. */
+  delete: (key: string, options?: ProviderCallOptions) => Promise<void>
+}
+
+/** Keys are built by corral: `/`-separated, no empty, `.` or `..` parts. */
+export function checkKey (key: string): string {
+  if (key === '' || key.startsWith('/') || key.includes('\\') || key.includes('\0') || key.split('/').some(p => p === '' || p === '.' || p === '..')) {
+    throw new TypeError(`invalid storage key "${key}"`)
+  }
+  return key
+}
+
+/** A configured prefix as `a/b/` (or empty). */
+export function normalisePrefix (prefix: string): string {
+  const trimmed = prefix.split('/').filter(p => p !== '').join('/')
+  return trimmed === '' ? '' : `${trimmed}/`
+}

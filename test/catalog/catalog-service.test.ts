@@ -1,0 +1,170 @@
+import { test, beforeEach, afterEach } from 'node:test'
+import assert from 'node:assert/strict'
+import { readFile, writeFile, readdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { CatalogFixture, counting, makeImage, users } from './fixture.ts'
+import type { CatalogService } from '../../src/catalog/catalog-service.ts'
+import { chunkKey } from '../../src/catalog/repository.ts'
+import {
+  CatalogAccessDeniedError, CatalogVersionExistsError, ImageRevokedError, ChunkCorruptError, CatalogVersionNotFoundError, CacheFullError
+} from '../../src/catalog/errors.ts'
+
+let fx: CatalogFixture
+beforeEach(async () => { fx = new CatalogFixture(); await fx.setup() })
+afterEach(async () => { await fx.cleanup() })
+
+async function pushGuest (svc: CatalogService, version: string, seed = 1, size = 300_000, extra: Record<string, unknown> = {}): Promise<string> {
+  const folder = await makeImage(join(fx.root, `src-${version}-${seed}`), size, seed)
+  await svc.push({ path: folder, image: 'guest', version, ...extra }, 'admin')
+  return folder
+}
+
+test('push registers an image with its version and latest tag; another node pulls it byte for byte', async () => {
+  const a = await fx.service('a')
+  const b = await fx.service('b')
+  const folder = await pushGuest(a, '1.0', 1, 300_000, { description: 'test guest', tags: ['latest', 'stable'] })
+  const entry = b.show('guest')
+  assert.equal(entry.description, 'test guest')
+  assert.deepEqual(entry.tags, { latest: '1.0', stable: '1.0' })
+  assert.equal(entry.versions.length, 1)
+  assert.equal(entry.versions[0].arch, 'x86_64')
+  assert.equal(entry.versions[0].guest.format, 'qemu')
+  assert.equal(entry.versions[0].guest.defaultMemoryMiB, 256)
+
+  const events: string[] = []
+  b.addEventListener('progress', e => events.push((e as CustomEvent).detail.phase))
+  const local = await b.pull('guest', { user: users.ci })
+  assert.equal(local.name, 'guest:1.0')
+  assert.ok((await readFile(join(local.path, 'base.qcow2'))).equals(await readFile(join(folder, 'base.qcow2'))))
+  assert.deepEqual(b.localImages().map(i => i.name), ['guest:1.0'])
+  assert.ok(events.includes('chunks') && events.at(-1) === 'done', events.join(','))
+  assert.deepEqual((await b.pullable()).map(p => p.name), ['guest:1.0'])
+  // Pulling again is instant: it is cached.
+  assert.equal((await b.pull('guest:stable', { user: users.ci })).path, local.path)
+})
+
+test('versions are immutable, and a second version uploads and downloads only what changed', async () => {
+  const a = await fx.service('a')
+  const b = await fx.service('b')
+  const folder = await pushGuest(a, '1.0')
+  await assert.rejects(pushGuest(a, '1.0'), CatalogVersionExistsError)
+  await b.pull('guest:1.0', { user: users.ci })
+
+  const disk = await readFile(join(folder, 'base.qcow2'))
+  disk.fill(9, 100_000, 104_000)
+  await writeFile(join(folder, 'base.qcow2'), disk)
+  const job = a.startPush({ path: folder, image: 'guest', version: '2.0' }, 'admin')
+  await a.waitForJob(job.id)
+  assert.equal(job.state, 'done', job.error?.message)
+  assert.ok(job.progress.chunksReused > job.progress.chunksTotal - 5, `reused ${job.progress.chunksReused} of ${job.progress.chunksTotal}`)
+
+  const pull = b.startPull('guest', users.ci)
+  await b.waitForJob(pull.id)
+  assert.equal(pull.state, 'done', pull.error?.message)
+  assert.equal((pull.result as { name: string }).name, 'guest:2.0', 'latest moved to 2.0')
+  assert.ok(pull.progress.chunksTotal - pull.progress.chunksReused <= 4, `fetched ${pull.progress.chunksTotal - pull.progress.chunksReused} chunks for a 4 kB change`)
+})
+
+test('a pull interrupted part way resumes at the next start and does not fetch again what it has', async () => {
+  const a = await fx.service('a')
+  await pushGuest(a, '1.0', 3, 600_000)
+  const provider = counting(fx.provider!)
+  const chunksTotal = a.show('guest').versions[0].chunks
+  provider.failAfter = 1 + Math.floor(chunksTotal / 2) // the manifest, then half the chunks
+  const b = await fx.service('b', { providers: { folder: provider }, concurrency: 1 })
+  await assert.rejects(b.pull('guest', { user: users.ci }))
+  assert.equal(b.localImages().length, 0)
+  await b.stop()
+  const fetchedBefore = provider.gets.filter(k => k.startsWith('chunks/'))
+  assert.ok(fetchedBefore.length > 0 && fetchedBefore.length < chunksTotal)
+  assert.ok((await readdir(join(fx.root, 'b', 'pulls'))).length === 1, 'the pull is remembered')
+
+  // The "restarted" node: same cache folder, provider back.
+  provider.failAfter = undefined
+  provider.gets.length = 0
+  const again = await fx.service('b', { providers: { folder: provider } })
+  await eventually(() => again.localImages().length === 1)
+  const fetchedAfter = provider.gets.filter(k => k.startsWith('chunks/'))
+  assert.equal(fetchedBefore.length + fetchedAfter.length, chunksTotal, 'every chunk fetched exactly once over both runs')
+  assert.ok(!fetchedAfter.some(k => fetchedBefore.includes(k)))
+  assert.deepEqual(await readdir(join(fx.root, 'b', 'pulls')), [])
+})
+
+test('a corrupt chunk from the provider is detected and fetched again; one corrupt everywhere fails the pull and leaves no image', async () => {
+  const a = await fx.service('a', { cacheOnPush: false })
+  const folder = await pushGuest(a, '1.0')
+  const provider = counting(fx.provider!)
+  const manifest = await a.manifestOf(a.show('guest').versions[0])
+  const victim = Object.keys(manifest.blobs)[1]
+  provider.corruptNext.set(chunkKey(victim), 1)
+  const b = await fx.service('b', { providers: { folder: provider } })
+  const job = b.startPull('guest', users.ci)
+  await b.waitForJob(job.id)
+  assert.equal(job.state, 'done', job.error?.message)
+  assert.equal(job.progress.corruptChunks, 1)
+  assert.ok((await readFile(join((job.result as { path: string }).path, 'base.qcow2'))).equals(await readFile(join(folder, 'base.qcow2'))))
+
+  // Damaged in storage for good: the pull gives up with a clear error and nothing is unpacked.
+  const c = await fx.service('c', { providers: { folder: provider } })
+  provider.corruptNext.set(chunkKey(victim), 100)
+  await assert.rejects(c.pull('guest', { user: users.ci }), (err: Error) => err instanceof ChunkCorruptError && /push this version again/.test(err.message))
+  assert.deepEqual(c.localImages(), [])
+})
+
+test('a chunk that goes bad in the local cache before unpacking is fetched again', async () => {
+  const a = await fx.service('a', { cacheOnPush: false })
+  const folder = await pushGuest(a, '1.0')
+  const b = await fx.service('b')
+  const manifest = await a.manifestOf(a.show('guest').versions[0])
+  // Put a corrupt copy where b's store keeps that chunk, as a failing disk would.
+  const victim = Object.keys(manifest.blobs)[0]
+  const stored = await fx.provider!.get(chunkKey(victim))
+  await b.store.put(victim, stored)
+  await writeFile(join(fx.root, 'b', 'chunks', victim.slice(0, 2), victim), Buffer.from([1, 2, 3]))
+  const local = await b.pull('guest', { user: users.ci })
+  assert.ok((await readFile(join(local.path, 'base.qcow2'))).equals(await readFile(join(folder, 'base.qcow2'))))
+})
+
+test('claims and revocation: who may pull what', async () => {
+  const a = await fx.service('a')
+  await pushGuest(a, '1.0', 1, 100_000, { requiredClaims: ['macos-builders'] })
+  await assert.rejects(a.pull('guest', { user: users.ci }), (err: Error) => err instanceof CatalogAccessDeniedError && /macos-builders/.test(err.message))
+  assert.throws(() => a.startPull('guest', users.ci), CatalogAccessDeniedError)
+  await a.pull('guest', { user: users.builder })
+  await a.pull('guest', { user: users.admin })
+
+  await a.setRevoked('guest', { version: '1.0' }, 'CVE-2024-0001', 'admin')
+  await assert.rejects(a.pull('guest:1.0', { user: users.admin }), ImageRevokedError)
+  assert.deepEqual(await a.pullable(), [])
+  await a.setRevoked('guest', { version: '1.0' }, null, 'admin')
+  await a.setRevoked('guest', {}, 'retired', 'admin')
+  await assert.rejects(a.pull('guest', { user: users.builder }), /retired/)
+  await assert.rejects(a.pull('guest:9.9', { user: users.admin }), CatalogVersionNotFoundError)
+})
+
+test('the cache evicts least recently used images and chunks, never one a VM uses', async () => {
+  const inUse = new Set<string>()
+  const a = await fx.service('a', { cacheOnPush: false })
+  for (const v of ['1', '2', '3']) await pushGuest(a, v, Number(v), 200_000)
+  // Each image is ~200 kB unpacked plus ~200 kB of chunks: room for three of those four parts.
+  const b = await fx.service('b', { cacheMaxBytes: 700_000 }, () => inUse)
+  await b.pull('guest:1', { user: users.ci })
+  inUse.add('guest:1')
+  await b.pull('guest:2', { user: users.ci })
+  await b.pull('guest:3', { user: users.ci })
+  const names = b.localImages().map(i => i.name)
+  assert.ok(names.includes('guest:1'), 'in use: kept')
+  assert.ok(names.includes('guest:3'), 'just pulled')
+  assert.ok(!names.includes('guest:2'), `least recently used goes: ${names.join(', ')}`)
+  assert.ok(b.cache.usedBytes() <= 700_000)
+  const tiny = await fx.service('tiny', { cacheMaxBytes: 100_000 })
+  await assert.rejects(tiny.pull('guest:1', { user: users.ci }), CacheFullError)
+})
+
+async function eventually (check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time')
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+}
