@@ -18,7 +18,9 @@ import { multiaddr } from '@multiformats/multiaddr'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import type { Logger } from 'pino'
+import type { Duplex } from 'node:stream'
 import { BootstrapDialer } from './bootstrap.ts'
+import { streamDuplex } from './byte-stream.ts'
 import { clusterKeySecret } from './cluster-key.ts'
 import {
   DEFAULTS, HEARTBEAT_TOPIC, MAX_GOSSIP_RPC_BYTES, MAX_HEARTBEAT_BYTES, MAX_RECORDS_MESSAGE_BYTES, RECORDS_TOPIC,
@@ -36,7 +38,7 @@ import { RpcService } from './rpc.ts'
 import { syncAsInitiator, syncAsResponder } from './sync.ts'
 import type {
   BootstrapRetryOptions, Member, MeshEventName, MeshEvents, MeshMetrics, MeshNode, MeshNodeComponents, MeshNodeInit,
-  RecordStore, RequestOptions, RpcHandler, SelfInfo
+  RecordStore, RequestOptions, RpcHandler, SelfInfo, StreamHandler, StreamProtocolOptions
 } from './types.ts'
 import { decodeHeartbeat, decodeRecordsGossip, encodeJson, jsonSize } from './wire.ts'
 import type { HeartbeatMessage, RecordsGossipMessage } from './wire.ts'
@@ -138,6 +140,8 @@ class MeshNodeImpl implements MeshNode {
   /** Validated gossip payloads, handed from the topic validator to the message listener. */
   private readonly decoded = new WeakMap<Message, HeartbeatMessage | RecordsGossipMessage>()
   private readonly mismatchLog: MismatchLogLimiter
+  /** Streams at once per connection for each raw protocol served (handleStream). */
+  private readonly streamLimits = new Map<string, number>()
 
   readonly records: RecordStore
 
@@ -389,6 +393,44 @@ class MeshNodeImpl implements MeshNode {
 
   requestStream<Frame = unknown, Res = unknown> (peerId: string, method: string, body: unknown, options?: RequestOptions): AsyncGenerator<Frame, Res, undefined> {
     return this.rpc.requestStream<Frame, Res>(peerId, method, body, options)
+  }
+
+  // ---- raw byte streams ----------------------------------------------------------------------
+
+  async handleStream (protocol: string, handler: StreamHandler, options: StreamProtocolOptions = {}): Promise<void> {
+    const limit = options.maxStreams ?? 1024
+    this.streamLimits.set(protocol, limit)
+    await this.libp2p.handle(protocol, (stream, connection) => {
+      handler(streamDuplex(stream), connection.remotePeer.toString())
+    }, { maxInboundStreams: limit, maxOutboundStreams: limit, force: true })
+  }
+
+  async unhandleStream (protocol: string): Promise<void> {
+    this.streamLimits.delete(protocol)
+    await this.libp2p.unhandle(protocol)
+  }
+
+  async openStream (peerId: string, protocol: string, options: { signal?: AbortSignal } = {}): Promise<Duplex> {
+    this.requireRunning()
+    const reach = this.reachability(peerId)
+    if (reach !== 'reachable') {
+      throw new PeerUnavailableError(reach === 'dead'
+        ? `${this.describe(peerId)} is unavailable: the mesh considers it dead (no heartbeat for a while).`
+        : `no node with peer id ${peerId} is known to this node; check the id against the member list.`, { peerId })
+    }
+    const signals = [AbortSignal.timeout(DEFAULTS.dialTimeoutMs), this.lifecycle!.signal]
+    if (options.signal !== undefined) signals.push(options.signal)
+    try {
+      const stream = await this.libp2p.dialProtocol(peerIdFromString(peerId), protocol, {
+        signal: AbortSignal.any(signals),
+        maxOutboundStreams: this.streamLimits.get(protocol) ?? 1024
+      })
+      return streamDuplex(stream)
+    } catch (err) {
+      if (options.signal?.aborted === true) throw err
+      throw new PeerUnavailableError(`${this.describe(peerId)} is unavailable for ${protocol}: ${(err as Error)?.message ?? String(err)}`,
+        { peerId, protocol }, { cause: err })
+    }
   }
 
   private describe (peerId: string): string {

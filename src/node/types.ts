@@ -3,6 +3,7 @@
  * records, and request/response between nodes. Nothing here knows about scheduling, VMs or HTTP;
  * callers put their own data in the opaque `state` of a node and in record values.
  */
+import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { Store } from '../store/types.ts'
 import type { Timestamp } from './hlc.ts'
@@ -194,6 +195,17 @@ export interface RequestOptions {
   timeoutMs?: number
 }
 
+/**
+ * Serves one inbound byte stream: a Node Duplex (half-close kept, backpressure both ways) and the
+ * caller's peer id. The handler owns the stream and must end or destroy it.
+ */
+export type StreamHandler = (stream: Duplex, peerId: string) => void
+
+export interface StreamProtocolOptions {
+  /** Streams of this protocol open at once per connection, each way. Default 1024. */
+  maxStreams?: number
+}
+
 export type TrafficChannel = 'gossip' | 'sync' | 'rpc'
 export type DropReason =
   | 'malformed' | 'oversized' | 'invalid' | 'unsigned' | 'spoofed' | 'clock-drift' | 'unknown-topic' | 'too-many'
@@ -252,6 +264,18 @@ export interface MeshNode {
    * the handler's return value. Breaking out of the loop cancels the call on the remote side.
    */
   requestStream: <Frame = unknown, Res = unknown>(peerId: string, method: string, body: unknown, options?: RequestOptions) => AsyncGenerator<Frame, Res, undefined>
+
+  /**
+   * Serve a raw byte-stream protocol such as `/corral/proxy/1.0.0` (replaces any previous handler).
+   * Only nodes holding the cluster key can open one.
+   */
+  handleStream: (protocol: string, handler: StreamHandler, options?: StreamProtocolOptions) => Promise<void>
+  unhandleStream: (protocol: string) => Promise<void>
+  /**
+   * Open a byte stream of a protocol to a node. Rejects with PeerUnavailableError naming the node
+   * when it is dead, unknown or unreachable, or does not serve the protocol.
+   */
+  openStream: (peerId: string, protocol: string, options?: { signal?: AbortSignal }) => Promise<Duplex>
 
   metrics: () => MeshMetrics
 }
