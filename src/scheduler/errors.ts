@@ -24,3 +24,8 @@ export class VmNameTakenError extends CorralError {
 export class VmRequestError extends CorralError {
   override name = 'VmRequestError'
 }
+
+/** A placement came from a node this host does not know as the scheduler leader (an outdated one). */
+export class StaleLeaderError extends CorralError {
+  override name = 'StaleLeaderError'
+}

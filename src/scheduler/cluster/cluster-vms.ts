@@ -195,7 +195,8 @@ export class ClusterVms extends EventTarget implements VmService {
       }
       const outcome = await this.submit(pending)
       if (outcome.outcome === 'placed') await this.forgetPending(pending.id)
-      if (outcome.outcome === 'rejected') {
+      // Unless create() got the same answer meanwhile, refused the client and forgot the request.
+      if (outcome.outcome === 'rejected' && this.pending.has(pending.id)) {
         await this.savePending({ ...pending, state: 'failed', reason: outcome.reason })
       }
     }

@@ -1,7 +1,8 @@
 import type { Logger } from 'pino'
 import type { Member, MeshNode } from '../../node/index.ts'
 import { verifyPlacement } from '../placement/index.ts'
-import { InsufficientCapacityError } from '../errors.ts'
+import { InsufficientCapacityError, StaleLeaderError } from '../errors.ts'
+import { leaseHolder } from '../leader/leader-election.ts'
 import type { PendingVm } from './pending.ts'
 import { hostsSnapshot } from './snapshot.ts'
 import type { StatePublisher } from './state-publisher.ts'
@@ -66,11 +67,17 @@ export function registerVmRpc (mesh: MeshNode, host: HostAgent, logger: Logger):
  * The same id twice is admitted once, so a retrying or replaced leader cannot double a VM.
  */
 export function registerAdmission (mesh: MeshNode, host: HostAgent, publisher: StatePublisher, logger: Logger): void {
-  mesh.handleRpc<{ pending: PendingVm }>('host.admit', async ({ pending }) => {
+  mesh.handleRpc<{ pending: PendingVm }>('host.admit', async ({ pending }, ctx) => {
     const self = mesh.self()
-    const [me] = hostsSnapshot([{ peerId: self.peerId, nodeName: self.nodeName } as Member], { peerId: self.peerId, state: publisher.current() })
     const existing = host.list().find(v => v.id === pending.id)
     if (existing != null) return existing
+    // Fencing: only the leader this host's lease record names may place here. A leader that lost
+    // the lease (a healed partition) may still be mid-pass over a queue the new leader also has.
+    const holder = leaseHolder(mesh)
+    if (holder != null && holder !== ctx.peerId) {
+      throw new StaleLeaderError(`host ${self.nodeName} takes placements only from the scheduler leader its lease names (${mesh.member(holder)?.nodeName ?? holder}), not from ${mesh.member(ctx.peerId)?.nodeName ?? ctx.peerId}`, { leader: holder, caller: ctx.peerId })
+    }
+    const [me] = hostsSnapshot([{ peerId: self.peerId, nodeName: self.nodeName } as Member], { peerId: self.peerId, state: publisher.current() })
     const verdict = verifyPlacement(pending.request, me)
     if (!verdict.ok) throw new InsufficientCapacityError(verdict.message, { reasons: verdict.reasons })
     const { vm } = await host.create({

@@ -1,10 +1,11 @@
 import type { Logger } from 'pino'
-import type { MeshNode } from '../../node/index.ts'
+import type { Member, MeshNode } from '../../node/index.ts'
 import type { VmRecord } from '../host/vm-record.ts'
-import { place, type PlacementHost, type PlacementPolicy, type PlacementRejection } from '../placement/index.ts'
+import { place, type PlacementHost, type PlacementPolicy, type PlacementRejection, type PlacementResult } from '../placement/index.ts'
 import type { LeaderElection } from '../leader/leader-election.ts'
 import { queueOrder, type PendingVm } from './pending.ts'
 import { hostsSnapshot } from './snapshot.ts'
+import { asHostState, type PublishedHostState } from './published-state.ts'
 import type { StatePublisher } from './state-publisher.ts'
 
 export const SCHED_RPC = {
@@ -45,6 +46,12 @@ export class SchedulerService {
   private running: Promise<void> = Promise.resolve()
   private timer?: NodeJS.Timeout
   private readonly onMember = (): void => { if (this.queue.size > 0) void this.drainSoon() }
+  /**
+   * A leader that loses the lease forgets its queue: the gateways keep every request and re-submit
+   * it to the new leader, and a stale copy here would be placed a second time (or after its
+   * deletion, which is only sent to the leader of the moment) should this node lead again.
+   */
+  private readonly onLeader = (): void => { if (!this.c.election.isLeader()) this.queue.clear() }
 
   constructor (components: SchedulerComponents, policy: PlacementPolicy) {
     this.c = components
@@ -55,12 +62,14 @@ export class SchedulerService {
     this.c.mesh.handleRpc<PendingVm>(SCHED_RPC.submit, async body => await this.submit(body))
     this.c.mesh.handleRpc<{ id: string }>(SCHED_RPC.cancel, ({ id }) => { this.queue.delete(String(id)); return { cancelled: true } })
     this.c.mesh.on('member:update', this.onMember)
+    this.c.election.addEventListener('leader', this.onLeader)
     this.timer = setInterval(this.onMember, RETRY_EVERY_MS)
   }
 
   stop (): void {
     clearInterval(this.timer)
     this.c.mesh.off('member:update', this.onMember)
+    this.c.election.removeEventListener('leader', this.onLeader)
     this.c.mesh.unhandleRpc(SCHED_RPC.submit)
     this.c.mesh.unhandleRpc(SCHED_RPC.cancel)
   }
@@ -96,30 +105,61 @@ export class SchedulerService {
     if (!this.c.election.isLeader() || this.queue.size === 0) return
     const now = this.c.clock()
     const self = this.c.mesh.self().peerId
-    const hosts = hostsSnapshot(this.c.mesh.members(), { peerId: self, state: this.c.publisher.current() })
+    const members = this.c.mesh.members()
+    const own = this.c.publisher.current()
+    const hosts = hostsSnapshot(members, { peerId: self, state: own })
+    const alive = new Set(members.filter(m => m.status === 'alive').map(m => m.peerId)).add(self)
+    const running = runningVms(members, self, own)
+    let blocked = false
     for (const pending of [...this.queue.values()].sort(queueOrder)) {
+      // The lease can pass to another node while this pass waits on hosts: stop placing at once.
+      if (!this.c.election.isLeader()) return
       if (pending.deadline <= now) {
         this.queue.delete(pending.id)
         continue
       }
-      const outcome = await this.placeOne(pending, hosts)
+      // Placed already, by another leader (the other side of a partition, or before a change of
+      // leader): remember where, never place it again.
+      const there = running.get(pending.id)
+      if (there != null) {
+        this.queue.delete(pending.id)
+        this.placed.set(pending.id, there)
+        continue
+      }
+      // Only the gateway that accepted a request may have it placed: cut off from this node, it
+      // re-submits to the leader on its side, and a copy placed here too would run twice.
+      if (!alive.has(pending.gateway)) {
+        this.queue.delete(pending.id)
+        continue
+      }
       // Strict order within the queue: a request that cannot run yet holds back the ones behind it,
-      // so a big high-priority VM is not starved by a stream of small ones.
-      if (outcome === 'wait') break
+      // so a big high-priority VM is not starved by a stream of small ones. Those behind it are
+      // still refused at once if no host could ever take them, rather than wait out their timeout.
+      if (blocked) {
+        this.rejectIfNeverFits(pending, hosts)
+        continue
+      }
+      const outcome = await this.placeOne(pending, hosts)
+      if (outcome === 'wait') blocked = true
     }
+  }
+
+  /** Would it fit anywhere if every host were empty? If not, waiting will never help: refuse it. */
+  private rejectIfNeverFits (pending: PendingVm, hosts: PlacementHost[], now?: Extract<PlacementResult, { placed: false }>): boolean {
+    const empty = hosts.map(h => ({ ...h, free: { cpus: h.capacity.cpus, memoryMiB: h.capacity.memoryMiB, diskMiB: h.capacity.diskMiB } }))
+    const ever = place(pending.request, empty, this.policy)
+    if (ever.placed) return false
+    const result = now ?? ever
+    this.queue.delete(pending.id)
+    this.rejected.set(pending.id, { reason: result.reason, rejected: result.rejected })
+    this.c.logger.info({ vm: pending.id, reason: result.reason }, 'request can never be placed')
+    return true
   }
 
   private async placeOne (pending: PendingVm, hosts: PlacementHost[]): Promise<'placed' | 'wait' | 'rejected'> {
     const result = place(pending.request, hosts, this.policy, { tieBreakSeed: hashSeed(pending.id) })
     if (!result.placed) {
-      // Would it fit anywhere if every host were empty? If not, waiting will never help.
-      const empty = hosts.map(h => ({ ...h, free: { cpus: h.capacity.cpus, memoryMiB: h.capacity.memoryMiB, diskMiB: h.capacity.diskMiB } }))
-      if (!place(pending.request, empty, this.policy).placed) {
-        this.queue.delete(pending.id)
-        this.rejected.set(pending.id, { reason: result.reason, rejected: result.rejected })
-        this.c.logger.info({ vm: pending.id, reason: result.reason }, 'request can never be placed')
-        return 'rejected'
-      }
+      if (this.rejectIfNeverFits(pending, hosts, result)) return 'rejected'
       pending.reason = result.reason
       return 'wait'
     }
@@ -145,6 +185,16 @@ export class SchedulerService {
     pending.reason = 'every host that fits refused its reservation just now; retrying'
     return 'wait'
   }
+}
+
+/** Every VM the hosts report, by id, with the host that runs it (this host's own state included). */
+function runningVms (members: Member[], self: string, own: PublishedHostState): Map<string, { host: string, peerId: string, vm: VmRecord }> {
+  const out = new Map<string, { host: string, peerId: string, vm: VmRecord }>()
+  for (const member of members) {
+    const state = member.peerId === self ? own : asHostState(member.state)
+    for (const vm of state?.vms ?? []) out.set(vm.id, { host: member.nodeName !== '' ? member.nodeName : vm.host, peerId: member.peerId, vm })
+  }
+  return out
 }
 
 /** A stable per-request tie-break, so two leaders spread equal choices instead of racing. */

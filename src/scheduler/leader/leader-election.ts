@@ -5,6 +5,11 @@ import { decideLeader, type Lease } from './lease.ts'
 export const LEASE_COLLECTION = 'scheduler-lease'
 const LEASE_ID = 'leader'
 
+/** The node the lease record this node holds names as leader (whether or not it has expired). */
+export function leaseHolder (mesh: MeshNode): string | undefined {
+  return mesh.records.get<Lease>(LEASE_COLLECTION, LEASE_ID)?.leader
+}
+
 export interface LeaderInfo {
   peerId: string
   nodeName: string
