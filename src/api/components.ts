@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import type { AuthService } from '../auth/index.ts'
 import type { LocalImages } from '../catalog/index.ts'
 import type { VmService } from '../scheduler/index.ts'
+import type { ProxyService } from '../proxy/index.ts'
 
 /** What the API shows of the mesh; absent on a node built without one (tests). */
 export interface ClusterInfo {
@@ -18,6 +19,8 @@ export interface ApiComponents {
   vms: VmService
   cluster?: ClusterInfo
   images: LocalImages
+  /** The reverse proxy into VMs; absent on a node built without one (tests). */
+  proxy?: ProxyService
   logger: Logger
   clock: () => number
 }

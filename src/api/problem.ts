@@ -46,6 +46,15 @@ const statusByName: Record<string, number> = {
   RpcTimeoutError: 504,
   DriverUnavailableError: 503,
   ExecTimeoutError: 504,
+  ProxyRequestError: 400,
+  ProxyGrantInvalidError: 401,
+  ProxyRouteNotFoundError: 404,
+  ProxyRouteConflictError: 409,
+  ProxyUpstreamError: 502,
+  ProxyTunnelError: 502,
+  ProxyVmNotRunningError: 503,
+  ProxyHostUnavailableError: 503,
+  ProxyUpstreamTimeoutError: 504,
   // The client went away (it cancelled, or its connection closed) before the answer: nginx's 499.
   RpcAbortedError: 499
 }

@@ -10,6 +10,8 @@ import { credentialOf } from './credentials.ts'
 import { validateInput } from './validate.ts'
 import { buildOpenApi } from './openapi.ts'
 import { createWebsocketGateway } from './websockets.ts'
+import { createProxyGateway } from './proxy-gateway.ts'
+import { proxyRoutes } from './routes/proxy.ts'
 import { MethodNotAllowedError, RouteNotFoundError, UnsupportedBodyError } from './errors.ts'
 import { UnauthenticatedError } from '../auth/index.ts'
 import { authRoutes } from './routes/auth.ts'
@@ -26,7 +28,7 @@ export interface ApiServer {
 
 /** Every REST route; exported for the OpenAPI document and the route-by-role test. */
 export function apiRoutes (components: ApiComponents): RouteDef[] {
-  return [...authRoutes(components), ...vmRoutes(components), ...clusterRoutes(components)]
+  return [...authRoutes(components), ...vmRoutes(components), ...clusterRoutes(components), ...(components.proxy != null ? proxyRoutes(components.proxy, components) : [])]
 }
 
 export function createApiServer (components: ApiComponents, init: ApiInit): ApiServer {
@@ -38,6 +40,9 @@ export function createApiServer (components: ApiComponents, init: ApiInit): ApiS
 
   app.use(accessLog(components))
   app.use(problemMiddleware(logger, components.clock))
+  // Proxied requests go to the VM before the body parser could read their bodies.
+  const proxyGateway = components.proxy != null ? createProxyGateway(components, components.proxy) : undefined
+  if (proxyGateway != null) app.use(proxyGateway.middleware)
   app.use(bodyParser({ enableTypes: ['json'], jsonLimit: init.maxBodyBytes, jsonStrict: true, encoding: 'utf-8' }))
 
   router.get('/health', (ctx: Context) => { ctx.body = { status: 'ok', version: init.version } })
@@ -66,7 +71,10 @@ export function createApiServer (components: ApiComponents, init: ApiInit): ApiS
       server = createServer(app.callback())
       server.requestTimeout = 0 // exec and ?wait=true may legitimately take long; clients set their own limits
       server.headersTimeout = 30_000
-      server.on('upgrade', (req, socket, head) => { void websockets.handleUpgrade(req, socket, head) })
+      server.on('upgrade', (req, socket, head) => {
+        if (proxyGateway?.handleUpgrade(req, socket, head) === true) return
+        void websockets.handleUpgrade(req, socket, head)
+      })
       await new Promise<void>((resolve, reject) => {
         server?.once('error', reject)
         server?.listen(port, host, () => resolve())
@@ -74,6 +82,7 @@ export function createApiServer (components: ApiComponents, init: ApiInit): ApiS
     },
     async stop () {
       websockets.close()
+      proxyGateway?.close()
       if (server == null) return
       const s = server
       server = undefined
@@ -120,7 +129,7 @@ function accessLog ({ logger }: ApiComponents) {
       await next()
     } finally {
       const ms = Math.round((performance.now() - started) * 10) / 10
-      const line = { method: ctx.method, path: ctx.path, status: ctx.status, ms, subject: ctx.state.subject as string | undefined }
+      const line = { method: ctx.method, path: ctx.path, status: ctx.status, ms, subject: ctx.state.subject as string | undefined, proxy: ctx.state.proxy as object | undefined }
       if (ctx.path === '/health') logger.trace(line, 'request')
       else logger.info(line, 'request')
     }

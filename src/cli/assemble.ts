@@ -16,6 +16,7 @@ import { createMeshNode, encodeJoinToken, type MeshNode } from '../node/index.ts
 import { createReplicatedStore } from '../node/replicated-store.ts'
 import { memberAppears, resolveClusterIdentity } from './cluster-identity.ts'
 import { createApiServer, type ApiServer } from '../api/index.ts'
+import { createProxyService, grantKeyFromClusterKey } from '../proxy/index.ts'
 import { createDriver } from '../drivers/factory.ts'
 import type { Driver } from '../drivers/types.ts'
 
@@ -116,8 +117,15 @@ export async function startNode (config: Config, driverName: Driver['name'], log
     vms.start()
     stack.push(async () => vms.stop())
 
+    // Any node reaches any VM port: locally through the driver's forward, else over the mesh.
+    const proxy = createProxyService({ vms, mesh, logger: logger.child({ component: 'proxy' }), clock }, {
+      ...config.proxy, signingKey: grantKeyFromClusterKey(cluster.key)
+    })
+    await proxy.start()
+    stack.push(async () => await proxy.stop())
+
     const api = createApiServer({
-      auth, vms, images, logger: logger.child({ component: 'api' }), clock,
+      auth, vms, images, proxy, logger: logger.child({ component: 'api' }), clock,
       cluster: {
         self: () => mesh.self(),
         members: () => mesh.members(),

@@ -49,6 +49,16 @@ export const ConfigSchema = Type.Object({
     execTimeoutSeconds: Type.Integer({ minimum: 1, maximum: 86_400 }),
     maxExecTimeoutSeconds: Type.Integer({ minimum: 1, maximum: 86_400 })
   }, { additionalProperties: false }),
+  proxy: Type.Object({
+    clusterDomain: Type.String({ maxLength: 200, pattern: '^([A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*)?$', description: 'a DNS domain such as vms.example.com, or empty' }),
+    tcpPortRange: Type.Object({
+      from: Type.Integer({ minimum: 1, maximum: 65535 }),
+      to: Type.Integer({ minimum: 1, maximum: 65535 })
+    }, { additionalProperties: false }),
+    tcpListenHost: Type.String({ maxLength: 255 }),
+    connectTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000 }),
+    signedUrlMaxSeconds: Type.Integer({ minimum: 1, maximum: 86_400 })
+  }, { additionalProperties: false }),
   log: Type.Object({
     level: Type.Union(['trace', 'debug', 'info', 'warn', 'error', 'fatal'].map(l => Type.Literal(l))),
     format: Type.Union([Type.Literal('auto'), Type.Literal('json'), Type.Literal('pretty')])
