@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { AuthService } from '../auth/index.ts'
-import type { LocalImages } from '../catalog/index.ts'
+import type { LocalImages, CatalogService, CatalogUser, PrefetchResult } from '../catalog/index.ts'
 import type { VmService } from '../scheduler/index.ts'
 import type { ProxyService } from '../proxy/index.ts'
 
@@ -14,11 +14,19 @@ export interface ClusterInfo {
   joinToken: () => string
 }
 
+/** The catalog as the API uses it; absent on a node built without one (tests). */
+export interface CatalogApi {
+  service: CatalogService
+  /** Pull a reference onto every alive host matching the labels, through the mesh. */
+  prefetch?: (ref: string, options: { hostLabels?: Record<string, string>, arch?: string }, user: CatalogUser) => Promise<PrefetchResult>
+}
+
 export interface ApiComponents {
   auth: AuthService
   vms: VmService
   cluster?: ClusterInfo
   images: LocalImages
+  catalog?: CatalogApi
   /** The reverse proxy into VMs; absent on a node built without one (tests). */
   proxy?: ProxyService
   logger: Logger

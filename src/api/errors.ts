@@ -29,3 +29,8 @@ export class UnsupportedBodyError extends CorralError {
 export class MeshUnavailableError extends CorralError {
   override name = 'MeshUnavailableError'
 }
+
+/** A catalog route was called on a node built without a catalog. */
+export class CatalogUnavailableError extends CorralError {
+  override name = 'CatalogUnavailableError'
+}

@@ -17,6 +17,7 @@ import { UnauthenticatedError } from '../auth/index.ts'
 import { authRoutes } from './routes/auth.ts'
 import { vmRoutes } from './routes/vms.ts'
 import { clusterRoutes } from './routes/cluster.ts'
+import { catalogRoutes } from './routes/catalog.ts'
 
 export interface ApiServer {
   start: () => Promise<void>
@@ -28,7 +29,7 @@ export interface ApiServer {
 
 /** Every REST route; exported for the OpenAPI document and the route-by-role test. */
 export function apiRoutes (components: ApiComponents): RouteDef[] {
-  return [...authRoutes(components), ...vmRoutes(components), ...clusterRoutes(components), ...(components.proxy != null ? proxyRoutes(components.proxy, components) : [])]
+  return [...authRoutes(components), ...vmRoutes(components), ...clusterRoutes(components), ...catalogRoutes(components), ...(components.proxy != null ? proxyRoutes(components.proxy, components) : [])]
 }
 
 export function createApiServer (components: ApiComponents, init: ApiInit): ApiServer {

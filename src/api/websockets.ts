@@ -28,7 +28,8 @@ export function createWebsocketGateway (components: ApiComponents) {
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 })
   const routes: WsRoute[] = [
     { pattern: /^\/api\/v1\/events$/, claim: 'events:read', serve: (ws, _m, _p, url) => serveEvents(ws, url) },
-    { pattern: /^\/api\/v1\/vms\/([^/]+)\/exec$/, claim: 'vm:exec', serve: (ws, m, p) => serveExec(ws, p.subject, decodePathSegment(m[1])) }
+    { pattern: /^\/api\/v1\/vms\/([^/]+)\/exec$/, claim: 'vm:exec', serve: (ws, m, p) => serveExec(ws, p.subject, decodePathSegment(m[1])) },
+    { pattern: /^\/api\/v1\/catalog\/events$/, claim: 'catalog:read', serve: ws => serveCatalogEvents(ws, components) }
   ]
 
   function serveEvents (ws: WebSocket, url: URL): void {
@@ -125,4 +126,23 @@ function decodePathSegment (segment: string): string {
   } catch {
     return segment
   }
+}
+
+/** GET /api/v1/catalog/events: progress of every pull and push on this node, and catalog changes. */
+function serveCatalogEvents (ws: WebSocket, components: ApiComponents): void {
+  const catalog = components.catalog?.service
+  if (catalog == null) {
+    ws.close(4503, 'this node has no catalog')
+    return
+  }
+  const progress = (event: Event): void => { ws.send(JSON.stringify({ type: 'catalog.progress', ...(event as CustomEvent).detail })) }
+  const changed = (event: Event): void => { ws.send(JSON.stringify({ type: 'catalog.changed', ...(event as CustomEvent).detail })) }
+  catalog.addEventListener('progress', progress)
+  catalog.addEventListener('changed', changed)
+  ws.on('close', () => {
+    catalog.removeEventListener('progress', progress)
+    catalog.removeEventListener('changed', changed)
+  })
+  ws.on('error', () => ws.terminate())
+  ws.send(JSON.stringify({ type: 'subscribed' }))
 }

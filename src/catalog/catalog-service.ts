@@ -17,11 +17,12 @@ import { ImageCache, cachedName, type CachedImage } from './image-cache.ts'
 import { CatalogRecords, checkImageId, checkVersion, normaliseArch, parseRef, DEFAULT_TAG, TAG } from './records.ts'
 import { Repository } from './repository.ts'
 import { packFolder, type BlobSink } from './pack.ts'
-import { unpackBundle } from './unpack.ts'
+import { unpackBundle, removeTree } from './unpack.ts'
 import { countHeld, fetchChunk, fetchMissing, type ChunkRouting, type ChunkSource } from './transfer.ts'
 import { decodeManifest, encodeManifest, manifestDigest, blobIds, type BundleManifest } from './manifest.ts'
 import { DEFAULT_CHUNKING, type ChunkingParams } from './chunker.ts'
 import { describeBundle, type GuestOverrides } from './describe-bundle.ts'
+import { importPdsPacks, type ImportOptions, type ImportOutcome } from './import-pds.ts'
 import { checkAccess } from './access.ts'
 import {
   BundleInvalidError, CatalogJobNotFoundError, CatalogRequestError, CatalogVersionExistsError, ChunkCorruptError, ChunkNotFoundError,
@@ -84,7 +85,7 @@ export type JobState = 'running' | 'done' | 'failed'
 
 export interface CatalogJob {
   id: string
-  kind: 'pull' | 'push'
+  kind: 'pull' | 'push' | 'import'
   ref: string
   by: string
   state: JobState
@@ -215,7 +216,10 @@ export class CatalogService extends EventTarget {
     if (!TAG.test(tag)) throw new CatalogRequestError(`"${tag}" is not a valid tag: 1-40 letters, digits, ".", "_", "+" or "-"`, { field: 'tag' })
     const image = this.records.requireImage(checkImageId(id))
     const tags = { ...image.tags }
-    if (version == null) delete tags[tag]
+    if (version == null) {
+      if (tags[tag] == null) throw new CatalogVersionNotFoundError(`image "${id}" has no tag "${tag}"; its tags: ${Object.keys(tags).join(', ') || 'none'}`, { image: id, tag })
+      delete tags[tag]
+    }
     else {
       if (!this.records.versions(id).some(v => v.version === version)) throw new CatalogVersionNotFoundError(`image "${id}" has no version ${version} to tag`, { image: id, version })
       tags[tag] = version
@@ -270,6 +274,17 @@ export class CatalogService extends EventTarget {
     const resolved = this.records.resolve(ref, arch != null ? normaliseArch(arch) : await this.c.hostArch())
     checkAccess(user ?? SYSTEM_USER, resolved.image, resolved.version)
     return resolved
+  }
+
+  /**
+   * The image name a VM request should carry: a catalog reference becomes `<image>:<version>` once
+   * the user is checked against the image's claims and revocation; any other name is left alone.
+   */
+  imageForVm (name: string, user: CatalogUser, arch?: string): string {
+    if (!this.knows(name)) return name
+    const { image, version } = this.records.resolve(name, arch != null ? normaliseArch(arch) : undefined)
+    checkAccess(user, image, version)
+    return cachedName(version.image, version.version)
   }
 
   /** Whether a name is a catalog reference at all (an image id the catalog knows). */
@@ -540,6 +555,44 @@ export class CatalogService extends EventTarget {
     return this.startJob('push', cachedName(options.image, options.version), by, async job => await this.push(options, by, p => { Object.assign(job.progress, p) }, job.id))
   }
 
+  /** Imports Parallels DevOps Service packs from a provider (see import-pds.ts). */
+  startImport (options: ImportOptions, by: string): CatalogJob {
+    const source = this.repository(options.provider).provider
+    if (options.to != null) this.repository(options.to)
+    return this.startJob('import', `${options.provider}:${options.prefix}`, by, async job => {
+      const packs = { total: 0, done: 0 } as NonNullable<TransferProgress['packs']>
+      job.progress.packs = packs
+      const tmpDir = join(this.init.cacheDir, 'import-tmp', job.id)
+      try {
+        const outcome: ImportOutcome = await importPdsPacks({
+          logger: this.log,
+          source,
+          tmpDir,
+          signal: this.abort.signal,
+          exists: (id, version, arch) => this.records.version(id, version, arch) != null,
+          push: async push => await this.push({ ...push, provider: push.provider ?? options.to ?? options.provider }, by, p => {
+            job.progress.chunksDone = p.chunksDone
+            job.progress.chunksReused = p.chunksReused
+            job.progress.bytesDone = p.bytesDone
+            job.progress.bytesTotal = p.bytesTotal
+          }),
+          revoke: async (id, version, arch, reason) => { await this.setRevoked(id, { version, arch }, reason, by) },
+          onPack: (meta, step) => {
+            if (packs.current !== meta) packs.done += packs.current != null ? 1 : 0
+            packs.current = meta
+            packs.step = step
+          }
+        }, options)
+        packs.total = outcome.imported.length + outcome.skipped.length + outcome.failed.length
+        packs.done = packs.total
+        delete packs.current
+        return outcome
+      } finally {
+        await removeTree(tmpDir)
+      }
+    })
+  }
+
   job (id: string): CatalogJob {
     const job = this.jobs.get(id)
     if (job == null) throw new CatalogJobNotFoundError(`no catalog job ${id} on this node (jobs are kept in memory on the node that runs them, the last ${MAX_JOBS_KEPT})`, { job: id })
@@ -550,17 +603,20 @@ export class CatalogService extends EventTarget {
     return [...this.jobs.values()].reverse()
   }
 
-  /** Resolves when the job ends (with the job, failed or not). */
-  async waitForJob (id: string, signal?: AbortSignal): Promise<CatalogJob> {
+  /** Resolves when the job ends (with the job, failed or not); `rethrow` throws a failed job's error instead. */
+  async waitForJob (id: string, options: { signal?: AbortSignal, rethrow?: boolean } = {}): Promise<CatalogJob> {
     const job = this.job(id)
-    const done = (job as CatalogJob & { done?: Promise<void> }).done
+    const { done, failure } = job as CatalogJob & { done?: Promise<void>, failure?: Error }
+    const signal = options.signal
     if (done != null) {
       await (signal == null ? done : Promise.race([done, new Promise<void>((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }))]))
     }
+    const failed = failure ?? (job as CatalogJob & { failure?: Error }).failure
+    if (options.rethrow === true && failed != null) throw failed
     return job
   }
 
-  private startJob (kind: 'pull' | 'push', ref: string, by: string, run: (job: CatalogJob) => Promise<unknown>): CatalogJob {
+  private startJob (kind: CatalogJob['kind'], ref: string, by: string, run: (job: CatalogJob) => Promise<unknown>): CatalogJob {
     const [image = '', version = ''] = ref.split(':')
     const job: CatalogJob = { id: randomUUID(), kind, ref, by, state: 'running', progress: this.newProgress(kind, image, version, ''), startedAt: this.now() }
     this.jobs.set(job.id, job)
@@ -576,6 +632,7 @@ export class CatalogService extends EventTarget {
     }, (err: Error) => {
       job.state = 'failed'
       job.error = { name: err.name, message: err.message }
+      Object.defineProperty(job, 'failure', { value: err, enumerable: false })
       job.progress.phase = 'failed'
       job.progress.error = err.message
       if (!this.abort.signal.aborted) this.log.warn({ job: job.id, kind, ref, err: err.message }, 'catalog job failed')
@@ -586,7 +643,7 @@ export class CatalogService extends EventTarget {
 
   // ---- helpers ----
 
-  private newProgress (kind: 'pull' | 'push', image: string, version: string, arch: string): TransferProgress {
+  private newProgress (kind: TransferProgress['kind'], image: string, version: string, arch: string): TransferProgress {
     return { kind, image, version, arch, phase: 'resolving', chunksTotal: 0, chunksDone: 0, bytesTotal: 0, bytesDone: 0, bytesFromPeers: 0, bytesFromProvider: 0, chunksReused: 0, corruptChunks: 0 }
   }
 

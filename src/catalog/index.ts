@@ -1,6 +1,8 @@
-export { LocalImages, type ImageRecord, type LocalImagesComponents } from './local-images.ts'
+export { LocalImages, type ImageRecord, type LocalImagesComponents, type CatalogImageSource, type OfferedImage } from './local-images.ts'
 export {
-  ImageNotFoundError, ImageExistsError, ChunkingParamsError, ManifestInvalidError, ChunkCorruptError, ChunkNotFoundError, BundleInvalidError
+  ImageNotFoundError, ImageExistsError, ChunkingParamsError, ManifestInvalidError, ChunkCorruptError, ChunkNotFoundError, BundleInvalidError,
+  ObjectNotFoundError, ProviderError, ProviderConfigError, CatalogRequestError, CatalogImageNotFoundError, CatalogVersionNotFoundError,
+  CatalogVersionExistsError, CatalogAccessDeniedError, ImageRevokedError, CatalogJobNotFoundError, CacheFullError
 } from './errors.ts'
 export { chunkFile, chunkLengths, DEFAULT_CHUNKING, CHUNKER_ALGORITHM, type ChunkingParams } from './chunker.ts'
 export { encodeBlob, decodeBlob, sha256Hex } from './blob.ts'
@@ -8,3 +10,9 @@ export { decodeManifest, encodeManifest, manifestDigest, validateManifest, blobI
 export { ChunkStore } from './chunk-store.ts'
 export { packFolder, type BlobSink, type PackProgress } from './pack.ts'
 export { unpackBundle, removeTree } from './unpack.ts'
+export { CatalogService, type CatalogComponents, type CatalogInit, type CatalogJob, type PushOptions, type PullOptions, type LocalCatalogImage } from './catalog-service.ts'
+export { checkAccess, missingClaims } from './access.ts'
+export { createProviders, createFolderProvider, createS3Provider, createAzureProvider, createArtifactoryProvider, type ProviderSettings } from './providers/index.ts'
+export type {
+  CatalogArch, CatalogEntry, CatalogImage, CatalogUser, CatalogVersion, GuestInfo, MinHost, PrefetchResult, ProviderKind, StorageProvider, TransferProgress
+} from './types.ts'

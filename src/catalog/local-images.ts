@@ -1,13 +1,37 @@
 import type { Logger } from 'pino'
-import type { Driver, DriverImage } from '../drivers/types.ts'
+import type { Driver, DriverImage, DriverName } from '../drivers/types.ts'
 import type { Store } from '../store/types.ts'
 import { ImageExistsError, ImageNotFoundError } from './errors.ts'
+import type { CatalogVersion, GuestInfo } from './types.ts'
 
 export interface ImageRecord extends DriverImage {
-  /** 'driver' for images the hypervisor offers on its own, 'registered' for POST /api/v1/images. */
-  source: 'driver' | 'registered'
+  /**
+   * 'driver' for images the hypervisor offers on its own, 'registered' for POST /api/v1/images,
+   * 'catalog' for catalog images pulled into this host's cache (named `<image>:<version>`).
+   */
+  source: 'driver' | 'registered' | 'catalog'
   registeredAt?: string
   registeredBy?: string
+}
+
+/** An image described for placement: what a host has, or could pull. */
+export interface OfferedImage {
+  name: string
+  arch: DriverImage['arch']
+  os: DriverImage['os']
+  defaultCpus: number
+  defaultMemoryMiB: number
+  diskMiB: number
+}
+
+/** What LocalImages needs of the catalog (CatalogService implements it). */
+export interface CatalogImageSource {
+  /** Images unpacked in this host's cache. */
+  localImages: () => Array<{ name: string, path: string, version: CatalogVersion }>
+  /** Pulls a catalog reference for a VM here; undefined if the name is not a catalog reference. */
+  ensure: (name: string) => Promise<{ name: string, path: string, version: CatalogVersion } | undefined>
+  /** Versions this host could pull for its arch. */
+  pullable: () => Promise<Array<{ name: string, version: CatalogVersion }>>
 }
 
 export interface LocalImagesComponents {
@@ -15,13 +39,30 @@ export interface LocalImagesComponents {
   store: Store
   logger: Logger
   clock: () => number
+  catalog?: CatalogImageSource
 }
 
 const COLLECTION = 'images'
 
-/** The images this host can clone VMs from: the driver's own plus those registered by path. */
+/**
+ * At most this many pullable versions are offered (newest first): they travel in every heartbeat,
+ * which is bounded. Older versions are still pulled on demand by a host that already has the image.
+ */
+const MAX_OFFERED = 300
+
+/** Which bundles a driver can boot: its own format; sim "runs" anything. */
+function bootsOn (driver: DriverName, format: GuestInfo['format']): boolean {
+  return driver === 'sim' || driver === format
+}
+
+/**
+ * The images this host can clone VMs from: the driver's own, those registered by path, and catalog
+ * images in this host's cache. A catalog reference it lacks is pulled on demand by get().
+ */
 export class LocalImages {
   private readonly components: LocalImagesComponents
+  /** Driver descriptions of cached catalog images, by path (their files do not change). */
+  private readonly described = new Map<string, DriverImage>()
 
   constructor (components: LocalImagesComponents) {
     this.components = components
@@ -31,16 +72,55 @@ export class LocalImages {
     const fromDriver = (await this.components.driver.listImages()).map(i => ({ ...i, source: 'driver' as const }))
     const registered = this.components.store.list<ImageRecord>(COLLECTION)
     const names = new Set(fromDriver.map(i => i.name))
-    return [...fromDriver, ...registered.filter(i => !names.has(i.name))].sort((a, b) => a.name.localeCompare(b.name))
+    const own = [...fromDriver, ...registered.filter(i => !names.has(i.name))]
+    for (const i of own) names.add(i.name)
+    const cached: ImageRecord[] = []
+    for (const image of this.components.catalog?.localImages() ?? []) {
+      if (names.has(image.name) || !bootsOn(this.components.driver.name, image.version.guest.format)) continue
+      const described = await this.describeCached(image)
+      if (described != null) cached.push(described)
+    }
+    return [...own, ...cached].sort((a, b) => a.name.localeCompare(b.name))
+  }
+
+  private async describeCached (image: { name: string, path: string, version: CatalogVersion }): Promise<ImageRecord | undefined> {
+    let described = this.described.get(image.path)
+    if (described == null) {
+      try {
+        described = await this.components.driver.inspectImage(image.name, image.path)
+      } catch (err) {
+        this.components.logger.warn({ image: image.name, path: image.path, err: (err as Error).message }, 'a cached catalog image is not usable by this driver')
+        return undefined
+      }
+      this.described.set(image.path, described)
+    }
+    return { ...described, name: image.name, source: 'catalog', registeredAt: image.version.createdAt, registeredBy: image.version.createdBy }
   }
 
   async get (name: string): Promise<ImageRecord> {
     const image = (await this.list()).find(i => i.name === name)
-    if (image == null) {
-      const known = (await this.list()).map(i => i.name)
-      throw new ImageNotFoundError(`no image named "${name}" on this host; known images: ${known.length > 0 ? known.join(', ') : 'none'} (GET /api/v1/images lists them, POST /api/v1/images registers one)`, { image: name })
+    if (image != null) return image
+    // A catalog reference this host lacks: pull it now (the gateway checked the user's claims).
+    const pulled = await this.components.catalog?.ensure(name)
+    if (pulled != null) {
+      const described = await this.describeCached(pulled)
+      if (described != null) return described
     }
-    return image
+    const known = (await this.list()).map(i => i.name)
+    throw new ImageNotFoundError(`no image named "${name}" on this host; known images: ${known.length > 0 ? known.join(', ') : 'none'} (GET /api/v1/images lists them, POST /api/v1/images registers one)`, { image: name })
+  }
+
+  /** Catalog versions this host does not hold but could pull, described for placement. */
+  async pullable (): Promise<OfferedImage[]> {
+    const catalog = this.components.catalog
+    if (catalog == null) return []
+    const held = new Set(catalog.localImages().map(i => i.name))
+    return (await catalog.pullable())
+      .filter(p => !held.has(p.name) && bootsOn(this.components.driver.name, p.version.guest.format))
+      .slice(0, MAX_OFFERED)
+      .map(({ name, version }) => ({
+        name, arch: version.arch, os: version.guest.os, defaultCpus: version.guest.defaultCpus, defaultMemoryMiB: version.guest.defaultMemoryMiB, diskMiB: version.guest.diskMiB
+      }))
   }
 
   async register (name: string, path: string, by: string): Promise<ImageRecord> {
@@ -53,8 +133,10 @@ export class LocalImages {
   }
 
   async remove (name: string): Promise<void> {
-    const image = await this.get(name)
+    const image = (await this.list()).find(i => i.name === name)
+    if (image == null) throw new ImageNotFoundError(`no image named "${name}" on this host`, { image: name })
     if (image.source === 'driver') throw new ImageExistsError(`image "${name}" is provided by the ${this.components.driver.name} driver and cannot be removed through corral`, { image: name })
+    if (image.source === 'catalog') throw new ImageExistsError(`image "${name}" is a catalog image cached on this host; the cache manages it (corral catalog ...)`, { image: name })
     await this.components.store.delete(COLLECTION, name)
   }
 }

@@ -88,7 +88,7 @@ export type TransferPhase = 'resolving' | 'manifest' | 'chunks' | 'unpacking' | 
 
 /** Progress of one pull or push; also what `catalog` websocket events carry. */
 export interface TransferProgress {
-  kind: 'pull' | 'push'
+  kind: 'pull' | 'push' | 'import'
   image: string
   version: string
   arch: string
@@ -106,5 +106,20 @@ export interface TransferProgress {
   chunksReused: number
   /** Corrupt chunks detected and fetched again. */
   corruptChunks: number
+  /** For an import: packs found, handled so far, and the one under way. */
+  packs?: { total: number, done: number, current?: string, step?: string }
   error?: string
+}
+
+/** What POST /api/v1/catalog/{id}/prefetch started on each matching host. */
+export interface PrefetchResult {
+  ref: string
+  hosts: Array<{
+    host: string
+    peerId: string
+    /** started: a pull job runs there; cached: it has the image already; failed: see error. */
+    status: 'started' | 'cached' | 'failed'
+    job?: string
+    error?: string
+  }>
 }

@@ -1,11 +1,11 @@
 import { hostname } from 'node:os'
-import { resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import { mkdir } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import type { Config } from '../config/index.ts'
 import { createJsonStore } from '../store/index.ts'
 import { createAuthService } from '../auth/index.ts'
-import { LocalImages } from '../catalog/index.ts'
+import { CatalogService, LocalImages, createProviders } from '../catalog/index.ts'
 import { HostAgent } from '../scheduler/index.ts'
 import { ClusterVms } from '../scheduler/cluster/cluster-vms.ts'
 import { StatePublisher } from '../scheduler/cluster/state-publisher.ts'
@@ -91,7 +91,24 @@ export async function startNode (config: Config, driverName: Driver['name'], log
     await auth.start()
     stack.push(async () => await auth.stop())
 
-    const images = new LocalImages({ driver, store, logger: logger.child({ component: 'images' }), clock })
+    // The catalog: metadata in cluster-wide records, images cached under the data folder.
+    const hostArch = (await driver.capacity()).arch
+    const agent: { host?: HostAgent } = {}
+    const catalog = new CatalogService({
+      logger: logger.child({ component: 'catalog' }), records: mesh.records, clock, hostArch: async () => hostArch,
+      inUse: () => new Set((agent.host?.list() ?? []).map(vm => vm.image))
+    }, {
+      cacheDir: config.catalog.cacheDir !== '' ? resolve(config.catalog.cacheDir) : join(dataDir, 'catalog'),
+      cacheMaxBytes: config.catalog.cacheMaxMiB * 1048576,
+      providers: createProviders(config.catalog, config.catalog.concurrency),
+      defaultProvider: config.catalog.defaultProvider === '' ? undefined : config.catalog.defaultProvider,
+      concurrency: config.catalog.concurrency,
+      zstdLevel: config.catalog.zstdLevel
+    })
+    await catalog.start()
+    stack.push(async () => await catalog.stop())
+
+    const images = new LocalImages({ driver, store, logger: logger.child({ component: 'images' }), clock, catalog })
     const host = new HostAgent({ driver, store, images, logger: logger.child({ component: 'host' }), clock }, {
       hostName,
       execTimeoutSeconds: config.vm.execTimeoutSeconds,
@@ -100,10 +117,13 @@ export async function startNode (config: Config, driverName: Driver['name'], log
     await host.start()
     stack.push(async () => await host.stop())
 
+    agent.host = host
     registerVmRpc(mesh, host, logger.child({ component: 'rpc' }))
     const publisher = new StatePublisher({ host, images, mesh, logger })
     await publisher.start()
     stack.push(async () => await publisher.stop())
+    catalog.addEventListener('changed', () => publisher.changed())
+    mesh.on('record:changed', change => { if (change.collection.startsWith('catalog')) publisher.changed() })
     registerAdmission(mesh, host, publisher, logger.child({ component: 'admission' }))
     const election = new LeaderElection({ mesh, logger: logger.child({ component: 'election' }), clock }, { leaseMs: config.scheduler.leaseMs, renewMs: config.scheduler.renewMs })
     await election.start()
@@ -126,6 +146,7 @@ export async function startNode (config: Config, driverName: Driver['name'], log
 
     const api = createApiServer({
       auth, vms, images, proxy, logger: logger.child({ component: 'api' }), clock,
+      catalog: { service: catalog },
       cluster: {
         self: () => mesh.self(),
         members: () => mesh.members(),

@@ -4,6 +4,8 @@ import { CliError } from './errors.ts'
 import { loadSession, saveSession, sessionFile } from './session.ts'
 import { printObject, printRows } from './output.ts'
 import { clusterCommands } from './cluster-commands.ts'
+import { portForwardCommand } from './port-forward.ts'
+import { catalogCommands } from './catalog-commands.ts'
 
 interface GlobalOptions {
   server?: string
@@ -152,7 +154,7 @@ export function clientCommands (env: Record<string, string | undefined>): Comman
     printObject(res, json(cmd))
   })
 
-  return [login, vm, image, ...clusterCommands(client, json)]
+  return [login, vm, image, ...clusterCommands(client, json), ...catalogCommands(client, json), portForwardCommand(client, json)]
 }
 
 /** Polls the VM until it reaches `want` (or fails), with a spinner for people. */

@@ -88,6 +88,43 @@ export const ConfigSchema = Type.Object({
     binary: Type.String(),
     imageDirs: Type.Array(Type.String({ minLength: 1 })),
     bootTimeoutMs: Type.Integer({ minimum: 1000, maximum: 3_600_000 })
+  }, { additionalProperties: false }),
+  catalog: Type.Object({
+    cacheDir: Type.String(),
+    cacheMaxMiB: Type.Integer({ minimum: 64, maximum: 1_073_741_824 }),
+    concurrency: Type.Integer({ minimum: 1, maximum: 128 }),
+    defaultProvider: Type.Union([Type.Literal(''), Type.Literal('folder'), Type.Literal('s3'), Type.Literal('azure'), Type.Literal('artifactory')]),
+    peers: Type.Boolean(),
+    zstdLevel: Type.Integer({ minimum: 0, maximum: 19 }),
+    folder: Type.Object({
+      path: Type.String()
+    }, { additionalProperties: false }),
+    s3: Type.Object({
+      bucket: Type.String(),
+      prefix: Type.String(),
+      endpoint: Type.String(),
+      region: Type.String({ minLength: 1 }),
+      forcePathStyle: Type.Boolean(),
+      accessKeyId: Type.String(),
+      secretAccessKey: Type.String(),
+      sessionToken: Type.String(),
+      partSizeMiB: Type.Integer({ minimum: 5, maximum: 5120 })
+    }, { additionalProperties: false }),
+    azure: Type.Object({
+      container: Type.String(),
+      prefix: Type.String(),
+      connectionString: Type.String(),
+      accountUrl: Type.String(),
+      accountName: Type.String(),
+      accountKey: Type.String(),
+      sasToken: Type.String()
+    }, { additionalProperties: false }),
+    artifactory: Type.Object({
+      url: Type.String(),
+      prefix: Type.String(),
+      apiKey: Type.String(),
+      accessToken: Type.String()
+    }, { additionalProperties: false })
   }, { additionalProperties: false })
 }, { additionalProperties: false })
 
@@ -99,7 +136,12 @@ const envAliases: Record<string, string> = {
   'cluster.joinToken': 'CORRAL_JOIN_TOKEN',
   'cluster.listen': 'CORRAL_P2P_ADDR',
   'cluster.bootstrap': 'CORRAL_BOOTSTRAP',
-  'cluster.mdns': 'CORRAL_MDNS'
+  'cluster.mdns': 'CORRAL_MDNS',
+  'catalog.s3.accessKeyId': 'AWS_ACCESS_KEY_ID',
+  'catalog.s3.secretAccessKey': 'AWS_SECRET_ACCESS_KEY',
+  'catalog.s3.sessionToken': 'AWS_SESSION_TOKEN',
+  'catalog.azure.connectionString': 'AZURE_STORAGE_CONNECTION_STRING',
+  'catalog.artifactory.apiKey': 'ARTIFACTORY_API_KEY'
 }
 
 /** One overridable key: its dotted path, env variable, flag and schema. */

@@ -29,6 +29,8 @@ const userOf = (caller: Caller): string => caller === 'anonymous' ? 'admin' : ca
 const ignore = async (work: () => Promise<unknown>): Promise<void> => { await work().catch(() => undefined) }
 const removeVm = (fx: ApiFixture, id: string | undefined): Promise<void> => ignore(async () => { if (id != null) await fx.host.delete(id) })
 const removeUser = (fx: ApiFixture, name: string): Promise<void> => ignore(() => fx.auth.deleteUser(name))
+/** A catalog job the example started runs on in the background: let it finish before the next call. */
+const waitForJob = (fx: ApiFixture, res: ApiResponse): Promise<void> => ignore(async () => { if (res.status === 202) await fx.catalog.waitForJob(res.body.id) })
 
 export const examples: Record<string, Example> = {
   'POST /api/v1/auth/token': async () => ({ path: '/api/v1/auth/token', body: { username: 'viewer', password: PASSWORD } }),
@@ -96,5 +98,30 @@ export const examples: Record<string, Example> = {
 
   'GET /api/v1/hosts': async () => ({ path: '/api/v1/hosts' }),
   'GET /api/v1/cluster': async () => ({ path: '/api/v1/cluster' }),
-  'GET /api/v1/cluster/join-token': async () => ({ path: '/api/v1/cluster/join-token' })
+  'GET /api/v1/cluster/join-token': async () => ({ path: '/api/v1/cluster/join-token' }),
+
+  'GET /api/v1/catalog': async () => ({ path: '/api/v1/catalog' }),
+  'GET /api/v1/catalog/jobs': async () => ({ path: '/api/v1/catalog/jobs' }),
+  'GET /api/v1/catalog/jobs/:job': async (fx) => {
+    const job = fx.catalog.startPull(await fx.catalogImage(unique('img')), { subject: 'admin', claims: new Set(['catalog:write']), roles: [] })
+    await fx.catalog.waitForJob(job.id)
+    return { path: `/api/v1/catalog/jobs/${job.id}` }
+  },
+  'GET /api/v1/catalog/cache': async () => ({ path: '/api/v1/catalog/cache' }),
+  'POST /api/v1/catalog/push': async (fx) => ({
+    path: '/api/v1/catalog/push',
+    body: { path: fx.catalogBundle, id: unique('pushed'), version: '1.0', tags: ['latest', 'stable'], description: 'an example', requiredClaims: ['catalog:read'] },
+    cleanup: (res) => waitForJob(fx, res)
+  }),
+  'POST /api/v1/catalog/import': async (fx) => ({ path: '/api/v1/catalog/import', body: { provider: 'folder', prefix: unique('pds-packs') }, cleanup: (res) => waitForJob(fx, res) }),
+  'GET /api/v1/catalog/:id': async (fx) => ({ path: `/api/v1/catalog/${await fx.catalogImage(unique('img'))}` }),
+  'PUT /api/v1/catalog/:id': async (fx) => ({ path: `/api/v1/catalog/${await fx.catalogImage(unique('img'))}`, body: { description: 'changed', requiredClaims: ['vm:write'] } }),
+  'DELETE /api/v1/catalog/:id': async (fx) => ({ path: `/api/v1/catalog/${await fx.catalogImage(unique('img'))}` }),
+  'DELETE /api/v1/catalog/:id/versions/:version': async (fx) => ({ path: `/api/v1/catalog/${await fx.catalogImage(unique('img'))}/versions/1.0` }),
+  'POST /api/v1/catalog/:id/tags': async (fx) => ({ path: `/api/v1/catalog/${await fx.catalogImage(unique('img'))}/tags`, body: { tag: 'stable', version: '1.0' } }),
+  'DELETE /api/v1/catalog/:id/tags/:tag': async (fx) => ({ path: `/api/v1/catalog/${await fx.catalogImage(unique('img'))}/tags/latest` }),
+  'POST /api/v1/catalog/:id/revoke': async (fx) => ({ path: `/api/v1/catalog/${await fx.catalogImage(unique('img'))}/revoke`, body: { version: '1.0', reason: 'CVE-2024-0001' } }),
+  'POST /api/v1/catalog/:id/restore': async (fx) => ({ path: `/api/v1/catalog/${await fx.catalogImage(unique('img'))}/restore`, body: {} }),
+  'POST /api/v1/catalog/:id/pull': async (fx) => ({ path: `/api/v1/catalog/${await fx.catalogImage(unique('img'))}/pull`, body: { version: '1.0' }, cleanup: (res) => waitForJob(fx, res) }),
+  'POST /api/v1/catalog/:id/prefetch': async (fx) => ({ path: `/api/v1/catalog/${await fx.catalogImage(unique('img'))}/prefetch`, body: { hostLabels: { rack: 'a' } } })
 }

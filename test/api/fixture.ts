@@ -9,7 +9,9 @@ import { join } from 'node:path'
 import { pino } from 'pino'
 import { createApiServer, type ApiServer, type RouteDef } from '../../src/api/index.ts'
 import { BUILTIN_ROLE_NAMES, createAuthService, type AuthService, type BuiltinRoleName } from '../../src/auth/index.ts'
-import { LocalImages } from '../../src/catalog/index.ts'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { CatalogService, LocalImages, createFolderProvider } from '../../src/catalog/index.ts'
+import { MemoryRecords } from '../catalog/fixture.ts'
 import { createSimDriver, type SimDriver } from '../../src/drivers/sim/index.ts'
 import { HostAgent, type VmRecord } from '../../src/scheduler/index.ts'
 import { createJsonStore, type Store } from '../../src/store/index.ts'
@@ -57,6 +59,12 @@ export interface ApiFixture {
   auth: AuthService
   host: HostAgent
   driver: SimDriver
+  /** The node's catalog (folder provider in the temp dir, records in memory). */
+  catalog: CatalogService
+  /** A tiny qemu-style bundle folder to push. */
+  catalogBundle: string
+  /** Pushes a tiny image under a fresh id and returns the id. */
+  catalogImage: (id: string, options?: { requiredClaims?: string[] }) => Promise<string>
   /** Log lines at warn and above, as JSON text: a 500 leaves an error line here. */
   problems: string[]
   request: (method: string, path: string, options?: RequestOptions) => Promise<ApiResponse>
@@ -114,7 +122,22 @@ export async function startApiFixture (options: FixtureOptions = {}): Promise<Ap
     await auth.start()
     stack.push(async () => await auth.stop())
 
-    const images = new LocalImages({ driver, store, logger, clock })
+    const catalog = new CatalogService({ logger, records: new MemoryRecords(), clock, hostArch: async () => 'x86_64' }, {
+      cacheDir: join(dataDir, 'catalog'), cacheMaxBytes: 1024 * 1024 * 1024, concurrency: 2,
+      providers: { folder: createFolderProvider({ path: join(dataDir, 'bucket') }) }
+    })
+    await catalog.start()
+    stack.push(async () => await catalog.stop())
+    const bundle = join(dataDir, 'bundle')
+    await mkdir(bundle, { recursive: true })
+    await writeFile(join(bundle, 'image.json'), JSON.stringify({ name: 'tiny', arch: 'x86_64', os: 'linux', kernel: 'k', defaultCpus: 1, defaultMemoryMiB: 64, agent: 'none' }))
+    await writeFile(join(bundle, 'k'), 'not really a kernel')
+    const catalogImage = async (id: string, options: { requiredClaims?: string[] } = {}): Promise<string> => {
+      await catalog.push({ path: bundle, image: id, version: '1.0', ...options }, 'admin')
+      return id
+    }
+
+    const images = new LocalImages({ driver, store, logger, clock, catalog })
     const host = new HostAgent({ driver, store, images, logger, clock }, {
       hostName: 'test-host', execTimeoutSeconds: 60, maxExecTimeoutSeconds: 600
     })
@@ -127,7 +150,9 @@ export async function startApiFixture (options: FixtureOptions = {}): Promise<Ap
       members: () => [{ peerId: '12D3KooWFixture', nodeName: 'fixture', status: 'alive', addrs: [], lastSeen: Date.now(), self: true }],
       joinToken: () => 'fixture-join-token'
     }
-    const api: ApiServer = createApiServer({ auth, vms: host, images, logger, clock, cluster }, {
+    // Prefetch needs the mesh; its own behaviour is tested with real nodes in test/e2e.
+    const prefetch = async (ref: string): Promise<{ ref: string, hosts: [] }> => ({ ref, hosts: [] })
+    const api: ApiServer = createApiServer({ auth, vms: host, images, logger, clock, cluster, catalog: { service: catalog, prefetch } }, {
       addr: '127.0.0.1:0', maxBodyBytes: MAX_BODY_BYTES, version: '0.0.0-test'
     })
     await api.start()
@@ -184,6 +209,9 @@ export async function startApiFixture (options: FixtureOptions = {}): Promise<Ap
       auth,
       host,
       driver,
+      catalog,
+      catalogBundle: bundle,
+      catalogImage,
       problems,
       request,
       createVm,
@@ -199,7 +227,7 @@ export async function startApiFixture (options: FixtureOptions = {}): Promise<Ap
 /** What every caller sees of the node's state: the GET listings, as admin. */
 export async function snapshot (fx: ApiFixture): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {}
-  for (const path of ['/api/v1/users', '/api/v1/roles', '/api/v1/api-keys', '/api/v1/images', '/api/v1/vms', '/api/v1/hosts']) {
+  for (const path of ['/api/v1/users', '/api/v1/roles', '/api/v1/api-keys', '/api/v1/images', '/api/v1/vms', '/api/v1/hosts', '/api/v1/catalog']) {
     const res = await fx.request('GET', path, { token: fx.tokens.admin })
     if (res.status !== 200) throw new Error(`GET ${path} as admin failed: ${res.status} ${res.text}`)
     out[path] = res.body

@@ -90,7 +90,7 @@ test('what the published request schemas reject, the server rejects, naming the 
         assert.ok(check(example.body), `the published schema refuses the example: ${ajv.errorsText(check.errors)}`)
         const spoiled = { ...(example.body as object), notInTheSchema: 1 }
         assert.equal(check(spoiled), false)
-        const res = await fx.request('POST', example.path, { token: fx.tokens.admin, json: spoiled })
+        const res = await fx.request(route.method.toUpperCase(), example.path, { token: fx.tokens.admin, json: spoiled })
         assert.equal(res.status, 400, res.text)
         assert.match(res.body.detail, /body\.notInTheSchema/)
       } finally {

@@ -1,10 +1,11 @@
 import type { ApiComponents } from '../components.ts'
 import type { RouteDef } from '../route.ts'
 import { VmRequestError } from '../../scheduler/index.ts'
+import { catalogUser } from './catalog.ts'
 import { CreateVm, ExecRequest, ExecResult, Host, IdParams, Image, listOf, RegisterImage, Vm, VmActionParams, WaitQuery } from '../schemas.ts'
 
 /** Images, VMs and hosts. */
-export function vmRoutes ({ vms, images }: ApiComponents): RouteDef[] {
+export function vmRoutes ({ vms, images, catalog }: ApiComponents): RouteDef[] {
   return [
     {
       method: 'get', path: '/api/v1/images', claim: 'image:read', tag: 'images', summary: 'List the images VMs can be created from',
@@ -27,6 +28,8 @@ export function vmRoutes ({ vms, images }: ApiComponents): RouteDef[] {
       success: { status: 201, schema: Vm, description: 'the VM: creating (placed on a host) or queued (with queuePosition); with ?wait=true its state once booted (running) or failed. dryRun answers 200 with the placement explanation instead' },
       handler: async ({ body, query, principal, ctx }) => {
         const { dryRun, ...request } = body
+        // A catalog image: checked against the caller's claims, pinned to the version it means now.
+        if (catalog != null) request.image = catalog.service.imageForVm(request.image, catalogUser(principal), request.arch)
         if (dryRun === true) {
           if (vms.explain == null) throw new VmRequestError('dryRun needs the cluster scheduler, which this node does not run')
           return { status: 200, body: vms.explain({ ...request, owner: principal.subject }) }

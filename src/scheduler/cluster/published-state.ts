@@ -10,6 +10,8 @@ export interface PublishedHostState {
   images: string[]
   /** The same images described for placement (arch, OS, default size). */
   imageInfo: PlacementImage[]
+  /** Catalog versions the host could pull before cloning (absent from hosts without a catalog). */
+  pullable?: PlacementImage[]
   vms: VmRecord[]
   /** Requests this node accepted that wait in the cluster's queue. */
   pending: PendingVm[]

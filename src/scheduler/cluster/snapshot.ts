@@ -18,7 +18,8 @@ export function hostsSnapshot (members: Member[], self: { peerId: string, state:
       draining: state.draining,
       capacity: state.host.capacity,
       free: { ...state.host.free },
-      images: state.imageInfo
+      images: state.imageInfo,
+      pullable: state.pullable
     })
   }
   return hosts

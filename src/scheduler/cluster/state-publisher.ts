@@ -19,6 +19,7 @@ export class StatePublisher {
   private timer?: NodeJS.Timeout
   private imageInfo: PublishedHostState['imageInfo'] = []
   private imageNames: string[] = []
+  private pullable: PublishedHostState['imageInfo'] = []
   private readonly onChange = (): void => { this.schedule() }
 
   constructor (components: { host: HostAgent, images: LocalImages, mesh: MeshNode, logger: Logger }) {
@@ -59,6 +60,7 @@ export class StatePublisher {
     const all = await images.list()
     this.imageNames = all.map(i => i.name)
     this.imageInfo = all.map(i => ({ name: i.name, arch: i.arch, os: i.os, defaultCpus: i.defaultCpus, defaultMemoryMiB: i.defaultMemoryMiB, diskMiB: i.diskMiB }))
+    this.pullable = await images.pullable()
     mesh.setLocalState(this.current())
   }
 
@@ -69,6 +71,7 @@ export class StatePublisher {
       host: this.components.host.info(),
       images: this.imageNames,
       imageInfo: this.imageInfo,
+      pullable: this.pullable,
       vms: this.components.host.list(),
       pending: this.pending(),
       draining: false
