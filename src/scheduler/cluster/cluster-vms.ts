@@ -86,7 +86,10 @@ export class ClusterVms extends EventTarget implements VmService {
     this.c.host.addEventListener('vm', this.relayLocal)
     this.c.mesh.on('member:join', this.onMember)
     this.c.mesh.on('member:update', this.onMember)
-    this.c.mesh.handleRpc<{ id: string }>(PENDING_DELETE, async ({ id }) => { await this.deletePending(String(id)); return { deleted: true } })
+    this.c.mesh.handleRpc<{ id: string }>(PENDING_DELETE, async ({ id }) => {
+      const placed = await this.deletePending(String(id))
+      return { deleted: !placed, placed }
+    })
     this.resubmitTimer = setInterval(() => { void this.resubmitAll() }, this.init.resubmitMs)
   }
 
@@ -147,14 +150,14 @@ export class ClusterVms extends EventTarget implements VmService {
     const outcome = await this.submit(pending)
     if (outcome.outcome === 'placed') {
       await this.forgetPending(pending.id)
-      return { vm: outcome.vm, done: this.settled(pending.id, request.start !== false ? 'running' : 'stopped', pending.deadline) }
+      return { vm: outcome.vm, done: this.watch(pending.id, request.start !== false ? 'running' : 'stopped', pending.deadline) }
     }
     if (outcome.outcome === 'rejected') {
       await this.forgetPending(pending.id)
       throw new InsufficientCapacityError(outcome.reason, { rejected: outcome.rejected })
     }
     this.dispatchEvent(new CustomEvent('vm', { detail: { type: 'vm.state', vm: pendingAsVm(pending), at: new Date(now).toISOString() } satisfies VmEvent }))
-    return { vm: pendingAsVm(pending), done: this.settled(pending.id, request.start !== false ? 'running' : 'stopped', pending.deadline) }
+    return { vm: pendingAsVm(pending), done: this.watch(pending.id, request.start !== false ? 'running' : 'stopped', pending.deadline) }
   }
 
   /** To the leader (this node included); no leader or no answer leaves it queued for the next round. */
@@ -203,6 +206,16 @@ export class ClusterVms extends EventTarget implements VmService {
   }
 
   /**
+   * settled() for a caller that may never wait for it (POST without ?wait=true): its rejection (the
+   * VM deleted meanwhile) must not go unhandled, which would end the whole node process.
+   */
+  private watch (id: string, want: 'running' | 'stopped', deadline: number): Promise<VmRecord> {
+    const done = this.settled(id, want, deadline)
+    done.catch(() => undefined)
+    return done
+  }
+
+  /**
    * Resolves once the VM is in `want` state (or failed) on its host; a VM still queued when its
    * queue time is up is answered as it stands (the resubmit round marks it failed).
    */
@@ -241,13 +254,19 @@ export class ClusterVms extends EventTarget implements VmService {
     this.c.publisher.changed()
   }
 
-  private async deletePending (id: string): Promise<void> {
+  /**
+   * Withdraws a request this node keeps. True if a host has it after all (the leader placed it
+   * before this node heard): the caller must then delete the VM there, or it would run on unseen.
+   */
+  private async deletePending (id: string): Promise<boolean> {
     const pending = this.pending.get(id)
     if (pending == null) throw new VmNotFoundError(`no queued VM with id ${id} on this node`, { id })
     await this.forgetPending(id)
     const leader = this.c.election.leader()
-    if (leader != null) await this.c.mesh.request(leader.peerId, SCHED_RPC.cancel, { id }).catch(() => undefined)
+    const answer = leader != null ? await this.c.mesh.request<{ placed?: boolean }>(leader.peerId, SCHED_RPC.cancel, { id }).catch(() => undefined) : undefined
+    if (answer?.placed === true || this.placedSomewhere(id)) return true
     this.dispatchEvent(new CustomEvent('vm', { detail: { type: 'vm.deleted', vm: pendingAsVm(pending), previous: pending.state, at: new Date(this.c.clock()).toISOString() } satisfies VmEvent }))
+    return false
   }
 
   private snapshot (): ReturnType<typeof hostsSnapshot> {
@@ -262,11 +281,11 @@ export class ClusterVms extends EventTarget implements VmService {
   }
 
   async delete (id: string, caller = ''): Promise<void> {
-    if (this.pending.has(id)) return await this.deletePending(id)
-    const elsewhere = this.remotePending(id)
-    if (elsewhere != null) {
-      await this.call(elsewhere.member, PENDING_DELETE, { id, caller })
-      return
+    const elsewhere = this.pending.has(id) ? undefined : this.remotePending(id)
+    if (this.pending.has(id)) {
+      if (!await this.deletePending(id)) return
+    } else if (elsewhere != null) {
+      if ((await this.call<{ placed?: boolean }>(elsewhere.member, PENDING_DELETE, { id, caller })).placed !== true) return
     }
     const owner = await this.owner(id)
     if (owner.local) return await this.c.host.delete(id)

@@ -60,7 +60,12 @@ export class SchedulerService {
 
   start (): void {
     this.c.mesh.handleRpc<PendingVm>(SCHED_RPC.submit, async body => await this.submit(body))
-    this.c.mesh.handleRpc<{ id: string }>(SCHED_RPC.cancel, ({ id }) => { this.queue.delete(String(id)); return { cancelled: true } })
+    this.c.mesh.handleRpc<{ id: string }>(SCHED_RPC.cancel, async ({ id }) => {
+      this.queue.delete(String(id))
+      // A pass under way may be placing it right now: answer once it is over, with whether it did.
+      await this.running
+      return { cancelled: true, placed: this.placed.has(String(id)) }
+    })
     this.c.mesh.on('member:update', this.onMember)
     this.c.election.addEventListener('leader', this.onLeader)
     this.timer = setInterval(this.onMember, RETRY_EVERY_MS)
@@ -114,6 +119,8 @@ export class SchedulerService {
     for (const pending of [...this.queue.values()].sort(queueOrder)) {
       // The lease can pass to another node while this pass waits on hosts: stop placing at once.
       if (!this.c.election.isLeader()) return
+      // Cancelled while this pass waited on hosts.
+      if (!this.queue.has(pending.id)) continue
       if (pending.deadline <= now) {
         this.queue.delete(pending.id)
         continue
