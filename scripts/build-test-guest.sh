@@ -7,7 +7,9 @@
 # on this machine and nothing is fetched from anywhere but the configured Debian archive.
 #
 # The guest boots in a few seconds even under TCG, runs qemu-ga on the virtio-serial port
-# org.qemu.guest_agent.0, serves HTTP on port 80 and powers off on the ACPI power button.
+# org.qemu.guest_agent.0, serves HTTP on port 80 (with /cgi-bin/zeros?MIB for large downloads), a
+# websocket echo on port 8081, an SSH-like banner-then-echo service on port 22 (both busybox nc
+# with small shell scripts, for the proxy tests), and powers off on the ACPI power button.
 #
 # Output: an image folder with image.json, vmlinuz, initrd.img and base.qcow2 (a small disk whose
 # first bytes are "corral-test-guest-base", so linked clones have a real backing file).
@@ -171,6 +173,8 @@ chmod 0755 "$root/init"
 cat > "$root/etc/inittab" <<'EOF'
 ::respawn:/usr/sbin/qemu-ga --method=virtio-serial --path=/dev/virtio-ports/org.qemu.guest_agent.0 --statedir=/run/qemu-ga --pidfile=/run/qemu-ga/qemu-ga.pid
 ::respawn:/bin/httpd -f -p 80 -h /www
+::respawn:/bin/nc -ll -p 8081 -e /bin/ws-echo
+::respawn:/bin/nc -ll -p 22 -e /bin/ssh-like
 ::respawn:/bin/acpid -f -c /etc/acpi -l /var/log/acpid.log
 ::shutdown:/bin/echo corral-guest: shutting down
 EOF
@@ -200,6 +204,87 @@ cat > "$root/www/index.html" <<'EOF'
 <title>corral test guest</title>
 <p>corral test guest is up</p>
 EOF
+
+log "writing the proxy test services"
+cat > "$root/bin/ws-echo" <<'EOF'
+#!/bin/sh
+# corral test guest: a websocket echo for one connection on stdin/stdout (run by nc -ll -e). Just
+# enough RFC 6455 for tests: masked text/binary frames up to 64 KiB echoed, ping answered, close.
+key=''
+while IFS= read -r line; do
+  line=$(printf '%s' "$line" | tr -d '\r')
+  [ -z "$line" ] && break
+  case "$line" in
+    [Ss][Ee][Cc]-[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt]-[Kk][Ee][Yy]:*) key=$(printf '%s' "${line#*:}" | tr -d ' \t') ;;
+  esac
+done
+if [ -z "$key" ]; then
+  printf 'HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
+  exit 0
+fi
+accept=$(printf '%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11' "$key" | sha1sum | cut -c1-40 | xxd -r -p | base64)
+printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n' "$accept"
+bytes () { dd bs=1 count="$1" 2>/dev/null | od -An -v -tu1; }
+oct () { echo "\\$(($1 >> 6))$((($1 >> 3) & 7))$(($1 & 7))"; }
+while :; do
+  set -- $(bytes 2)
+  [ $# -eq 2 ] || exit 0
+  op=$(($1 & 15))
+  len=$(($2 & 127))
+  if [ "$len" -eq 126 ]; then
+    set -- $(bytes 2)
+    len=$((($1 << 8) | $2))
+  elif [ "$len" -eq 127 ]; then
+    exit 0
+  fi
+  set -- $(bytes 4)
+  m0=$1 m1=$2 m2=$3 m3=$4
+  payload=''
+  i=0
+  if [ "$len" -gt 0 ]; then
+    for b in $(bytes "$len"); do
+      case $((i % 4)) in 0) m=$m0 ;; 1) m=$m1 ;; 2) m=$m2 ;; *) m=$m3 ;; esac
+      v=$((b ^ m))
+      payload="$payload\\$((v >> 6))$(((v >> 3) & 7))$((v & 7))"
+      i=$((i + 1))
+    done
+  fi
+  case $op in
+    8) printf '\210\000'; exit 0 ;;
+    9) reply=10 ;;
+    1|2) reply=$op ;;
+    *) continue ;;
+  esac
+  first=$((128 | reply))
+  header="\\$((first >> 6))$(((first >> 3) & 7))$((first & 7))"
+  if [ "$len" -lt 126 ]; then
+    header="$header\\$((len >> 6))$(((len >> 3) & 7))$((len & 7))"
+  else
+    hi=$((len >> 8)); lo=$((len & 255))
+    header="$header\\176\\$((hi >> 6))$(((hi >> 3) & 7))$((hi & 7))\\$((lo >> 6))$(((lo >> 3) & 7))$((lo & 7))"
+  fi
+  printf "$header$payload"
+done
+EOF
+cat > "$root/bin/ssh-like" <<'EOF'
+#!/bin/sh
+# corral test guest: speaks first like an SSH server (a version line), greets the client's own
+# version line, then echoes every byte: a raw TCP exchange for port-forward tests.
+printf 'SSH-2.0-corral-test-guest\r\n'
+IFS= read -r line || exit 0
+printf 'hello %s\n' "$(printf '%s' "$line" | tr -d '\r')"
+exec cat
+EOF
+mkdir -p "$root/www/cgi-bin"
+cat > "$root/www/cgi-bin/zeros" <<'EOF'
+#!/bin/sh
+# corral test guest CGI: /cgi-bin/zeros?MIB streams that many MiB of zero bytes (large downloads).
+mib=${QUERY_STRING:-1}
+case "$mib" in ''|*[!0-9]*) mib=1 ;; esac
+printf 'Content-Type: application/octet-stream\r\nContent-Length: %s\r\n\r\n' "$((mib * 1048576))"
+exec dd if=/dev/zero bs=65536 count="$((mib * 16))" 2>/dev/null
+EOF
+chmod 0755 "$root/bin/ws-echo" "$root/bin/ssh-like" "$root/www/cgi-bin/zeros"
 
 log "packing the initramfs"
 (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -6 > "$work/initrd.img"

@@ -41,6 +41,12 @@ export class ApiClient {
     return parsed as T
   }
 
+  /** A websocket to a path of the node, with this client's credential (port-forward tunnels). */
+  websocket (path: string): WebSocket {
+    const url = this.server.replace(/^http/, 'ws') + path
+    return new WebSocket(url, { headers: this.credential != null ? { authorization: `Bearer ${this.credential}` } : {}, perMessageDeflate: false })
+  }
+
   /** Runs a command over the exec websocket, streaming output; resolves with the exit code. */
   async execStream (id: string, request: unknown, onOutput: (stream: 'stdout' | 'stderr', data: string) => void): Promise<number> {
     const url = this.server.replace(/^http/, 'ws') + `/api/v1/vms/${encodeURIComponent(id)}/exec`
