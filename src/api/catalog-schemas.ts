@@ -107,3 +107,5 @@ export const PrefetchSchema = Type.Object({
   ref: Type.String(),
   hosts: Type.Array(Type.Object({ host: Type.String(), peerId: Type.String(), status: Type.String() }, { additionalProperties: true }))
 })
+
+export const PruneSchema = Type.Object({ evictedChunks: Type.Integer(), evictedImages: Type.Array(Type.String()) })

@@ -333,6 +333,7 @@ export class CatalogService extends EventTarget {
         emit(false)
       }
     })
+    progress.chunksTotal = progress.chunksDone = Object.keys(manifest.blobs).length
     const digest = await repo.putManifest(manifest, { signal: this.abort.signal })
     await this.saveManifest(digest, manifest)
     const guest = described.guest.format === 'qemu' || options.guest?.diskMiB != null ? described.guest : { ...described.guest, diskMiB: Math.max(1, Math.ceil(manifest.size / 1048576)) }
@@ -508,6 +509,13 @@ export class CatalogService extends EventTarget {
     await rename(tmp, join(this.manifestsDir, `${digest}.json`))
   }
 
+  /** Empties the cache of everything no VM uses and no pull under way needs. */
+  async pruneCache (): Promise<{ evictedChunks: number, evictedImages: string[] }> {
+    const result = await this.cache.prune({ chunks: this.allPinned() })
+    if (result.evictedImages.length > 0) this.changed('pruned')
+    return result
+  }
+
   // ---- what this host offers ----
 
   /** Images unpacked here whose version is still in the catalog. */
@@ -522,6 +530,13 @@ export class CatalogService extends EventTarget {
   async ensure (ref: string): Promise<LocalCatalogImage | undefined> {
     if (!this.knows(ref)) return undefined
     return await this.pull(ref)
+  }
+
+  /** The version a reference means for this host, checked for revocation; no pull. */
+  async resolveHere (ref: string): Promise<{ name: string, version: CatalogVersion } | undefined> {
+    if (!this.knows(ref)) return undefined
+    const { version } = await this.resolveFor(ref, undefined)
+    return { name: cachedName(version.image, version.version), version }
   }
 
   /** Versions this host could pull for its arch, as `<image>:<version>` with their guest. */

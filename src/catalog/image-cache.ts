@@ -125,6 +125,24 @@ export class ImageCache {
     await removeTree(this.folder(image.version))
   }
 
+  /** Evicts every chunk and image not in use or kept (an operator's "empty the cache"). */
+  async prune (keep: { chunks?: ReadonlySet<string>, images?: ReadonlySet<string> } = {}): Promise<{ evictedChunks: number, evictedImages: string[] }> {
+    const inUse = this.c.inUse()
+    const result = { evictedChunks: 0, evictedImages: [] as string[] }
+    for (const chunk of this.c.store.leastRecentlyUsed()) {
+      if (keep.chunks?.has(chunk.id) === true) continue
+      await this.c.store.remove(chunk.id)
+      result.evictedChunks++
+    }
+    for (const image of [...this.images.values()]) {
+      if (inUse.has(image.name) || keep.images?.has(image.name) === true) continue
+      await this.remove(image)
+      result.evictedImages.push(`${image.name} (${image.version.arch})`)
+    }
+    this.c.logger.info({ ...result, usedMiB: mib(this.usedBytes()) }, 'cache pruned')
+    return result
+  }
+
   /** Bytes held: chunks plus unpacked images. */
   usedBytes (): number {
     return this.c.store.totalBytes() + [...this.images.values()].reduce((n, i) => n + i.diskBytes, 0)

@@ -32,6 +32,8 @@ export interface CatalogImageSource {
   ensure: (name: string) => Promise<{ name: string, path: string, version: CatalogVersion } | undefined>
   /** Versions this host could pull for its arch. */
   pullable: () => Promise<Array<{ name: string, version: CatalogVersion }>>
+  /** The version a catalog reference means on this host, without pulling; undefined if not a catalog reference. */
+  resolveHere: (name: string) => Promise<{ name: string, version: CatalogVersion } | undefined>
 }
 
 export interface LocalImagesComponents {
@@ -108,6 +110,33 @@ export class LocalImages {
     }
     const known = (await this.list()).map(i => i.name)
     throw new ImageNotFoundError(`no image named "${name}" on this host; known images: ${known.length > 0 ? known.join(', ') : 'none'} (GET /api/v1/images lists them, POST /api/v1/images registers one)`, { image: name })
+  }
+
+  /**
+   * The image a VM of `name` gets, at once: what the host has, or for a catalog reference it lacks a
+   * description from the catalog (`pending`, no path yet) that prepare() turns into files. This is
+   * what admission uses, so a pull of many gigabytes happens after the VM is admitted, not during.
+   */
+  async lookup (name: string): Promise<ImageRecord & { pending?: boolean }> {
+    const image = (await this.list()).find(i => i.name === name)
+    if (image != null) return image
+    const resolved = await this.components.catalog?.resolveHere(name)
+    if (resolved != null) {
+      const held = (await this.list()).find(i => i.name === resolved.name)
+      if (held != null) return held
+      const v = resolved.version
+      return {
+        name: resolved.name, arch: v.arch, os: v.guest.os, path: '', defaultCpus: v.guest.defaultCpus, defaultMemoryMiB: v.guest.defaultMemoryMiB,
+        diskMiB: v.guest.diskMiB, simulated: this.components.driver.simulated, source: 'catalog', pending: true, registeredAt: v.createdAt, registeredBy: v.createdBy
+      }
+    }
+    return await this.get(name)
+  }
+
+  /** The image with its files here: a pending catalog image is pulled now (verified, then unpacked). */
+  async prepare (image: ImageRecord & { pending?: boolean }): Promise<ImageRecord> {
+    if (image.pending !== true) return image
+    return await this.get(image.name)
   }
 
   /** Catalog versions this host does not hold but could pull, described for placement. */

@@ -171,8 +171,13 @@ export function catalogCommands (client: (cmd: Command) => Promise<ApiClient>, j
       process.stdout.write(`${ref} deleted\n`)
     })
 
-  catalog.command('cache').description('this node\'s cache: size, limit and images').action(async (_o, cmd: Command) => {
-    const res = await (await client(cmd)).request<{ usedBytes: number, maxBytes: number, chunks: number, images: Array<Record<string, unknown>>, providers: string[] }>('GET', '/api/v1/catalog/cache')
+  catalog.command('cache').description('this node\'s cache: size, limit and images').option('--prune', 'first evict every chunk and image no VM uses').action(async (opts: { prune?: boolean }, cmd: Command) => {
+    const api = await client(cmd)
+    if (opts.prune === true) {
+      const pruned = await api.request<{ evictedChunks: number, evictedImages: string[] }>('POST', '/api/v1/catalog/cache/prune', {})
+      if (!json(cmd)) process.stdout.write(`evicted ${pruned.evictedChunks} chunks and ${pruned.evictedImages.length} images${pruned.evictedImages.length > 0 ? `: ${pruned.evictedImages.join(', ')}` : ''}\n`)
+    }
+    const res = await api.request<{ usedBytes: number, maxBytes: number, chunks: number, images: Array<Record<string, unknown>>, providers: string[] }>('GET', '/api/v1/catalog/cache')
     if (json(cmd)) {
       process.stdout.write(JSON.stringify(res, null, 2) + '\n')
       return

@@ -3,10 +3,10 @@ import type { RouteDef, RouteRequest } from '../route.ts'
 import type { CatalogJob, CatalogUser } from '../../catalog/index.ts'
 import { missingClaims } from '../../catalog/index.ts'
 import { CatalogUnavailableError } from '../errors.ts'
-import { listOf } from '../schemas.ts'
+import { Empty, listOf } from '../schemas.ts'
 import {
   ArchQuery, CacheSchema, CatalogEntrySchema, CatalogIdParams, CatalogImageSchema, CatalogJobParams, CatalogTagParams, CatalogVersionParams,
-  CatalogWaitQuery, ImportRequest, JobSchema, PrefetchRequest, PrefetchSchema, PullRequest, PushRequest, RestoreRequest, RevokeRequest,
+  CatalogWaitQuery, ImportRequest, JobSchema, PrefetchRequest, PrefetchSchema, PruneSchema, PullRequest, PushRequest, RestoreRequest, RevokeRequest,
   TagRequest, UpdateImage
 } from '../catalog-schemas.ts'
 
@@ -67,6 +67,11 @@ export function catalogRoutes ({ catalog }: ApiComponents): RouteDef[] {
           }
         }
       }
+    },
+    {
+      method: 'post', path: '/api/v1/catalog/cache/prune', claim: 'catalog:write', tag: 'catalog', summary: 'Empty this node\'s cache of every chunk and image no VM uses',
+      body: Empty, success: { status: 200, schema: PruneSchema, description: 'what was evicted' },
+      handler: async () => ({ body: await api().service.pruneCache() })
     },
     {
       method: 'post', path: '/api/v1/catalog/push', claim: 'catalog:write', tag: 'catalog',

@@ -150,7 +150,8 @@ export class HostAgent extends EventTarget {
     // A scheduler that retries (a new leader, a lost answer) sends the same id: admit it once.
     const existing = request.id != null ? this.vms.get(request.id) : undefined
     if (existing != null) return { vm: structuredClone(existing), done: Promise.resolve(structuredClone(existing)) }
-    const image = await this.components.images.get(request.image)
+    // A catalog image the host lacks is admitted from its description and pulled in provision().
+    const image = await this.components.images.lookup(request.image)
     const id = request.id ?? newVmId()
     const name = request.name ?? `${image.name}-${id.slice(3, 9)}`
     if ([...this.vms.values()].some(v => v.name === name)) throw new VmNameTakenError(`a VM named "${name}" already exists on this host; choose another name or leave name out`, { name })
@@ -179,9 +180,10 @@ export class HostAgent extends EventTarget {
     return { vm: structuredClone(record), done }
   }
 
-  private async provision (record: VmRecord, image: Awaited<ReturnType<LocalImages['get']>>, boot: boolean): Promise<VmRecord> {
+  private async provision (record: VmRecord, pending: Awaited<ReturnType<LocalImages['lookup']>>, boot: boolean): Promise<VmRecord> {
     const { driver, logger } = this.components
     try {
+      const image = await this.components.images.prepare(pending)
       const created = await driver.create({ id: record.id, name: record.name, image, cpus: record.cpus, memoryMiB: record.memoryMiB })
       // Going straight on to boot, the VM passes from creating to starting without a settled stop.
       if (boot) record.info = created.info
