@@ -100,7 +100,8 @@ export const JobSchema = Type.Object({
 export const CacheSchema = Type.Object({
   usedBytes: Type.Integer(), maxBytes: Type.Integer(), chunks: Type.Integer(), chunkBytes: Type.Integer(),
   images: Type.Array(Type.Object({}, { additionalProperties: true })),
-  providers: Type.Array(Type.String())
+  providers: Type.Array(Type.String()),
+  metrics: Type.Object({}, { additionalProperties: true, description: 'bytes moved since the node started: from providers, from and to peers' })
 })
 
 export const PrefetchSchema = Type.Object({

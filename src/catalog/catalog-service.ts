@@ -18,7 +18,8 @@ import { CatalogRecords, checkImageId, checkVersion, normaliseArch, parseRef, DE
 import { Repository } from './repository.ts'
 import { packFolder, type BlobSink } from './pack.ts'
 import { unpackBundle, removeTree } from './unpack.ts'
-import { countHeld, fetchChunk, fetchMissing, type ChunkRouting, type ChunkSource } from './transfer.ts'
+import { countHeld, fetchChunk, fetchMissing, type ChunkRouting, type ChunkSource, type FetchCounters } from './transfer.ts'
+export type { ChunkSource } from './transfer.ts'
 import { decodeManifest, encodeManifest, manifestDigest, blobIds, type BundleManifest } from './manifest.ts'
 import { DEFAULT_CHUNKING, type ChunkingParams } from './chunker.ts'
 import { describeBundle, type GuestOverrides } from './describe-bundle.ts'
@@ -79,6 +80,8 @@ export interface PullOptions {
   /** The user the pull is for; absent for the node's own on-demand pulls (already authorised). */
   user?: CatalogUser
   signal?: AbortSignal
+  /** Peers told to pull the same version now (a prefetch): they split the provider reads. */
+  swarm?: string[]
 }
 
 export type JobState = 'running' | 'done' | 'failed'
@@ -111,8 +114,25 @@ export interface CatalogEvents {
   changed: CustomEvent<{ reason: string }>
 }
 
-/** Chunk routing beyond the provider, e.g. peers that hold the chunks (src/catalog/p2p.ts). */
-export type PeerRouter = (id: string, round: number, manifest: string) => ChunkSource[]
+/** Chunk routing beyond the provider: peers that hold or fetch the chunks (src/catalog/p2p.ts). */
+export interface PeerRouting {
+  /** A pull of this manifest starts on this node; `swarm` names peers told to pull it at the same time. */
+  begin: (manifest: string, swarm?: string[]) => Promise<void>
+  /** Where else than the provider to look for a chunk, best first. */
+  sources: (id: string, round: number, manifest: string) => ChunkSource[]
+  /** The pull ended (ok: this node now holds every chunk). */
+  end: (manifest: string, ok: boolean) => Promise<void>
+}
+
+/** Bytes this node moved since it started, for benches and the cache route. */
+export interface CatalogMetrics {
+  /** Stored bytes read from providers, for this node's pulls and for peers it fetched on behalf of. */
+  providerBytesRead: number
+  /** Stored bytes received from peers, and sent to them. */
+  peerBytesIn: number
+  peerBytesOut: number
+  corruptChunks: number
+}
 
 const MAX_JOBS_KEPT = 200
 const SYSTEM_USER: CatalogUser = { subject: 'corral', claims: new Set(['catalog:write']), roles: [] }
@@ -129,8 +149,11 @@ export class CatalogService extends EventTarget {
   /** Chunks of pulls under way: never evicted from under them. */
   private readonly pinnedChunks = new Map<string, Set<string>>()
   private readonly abort = new AbortController()
-  private peerRouter?: PeerRouter
+  private peerRouting?: PeerRouting
   private started = false
+  /** One fetch per chunk at a time, whoever asks (a pull here, a peer's request). */
+  private readonly chunkFetches = new Map<string, Promise<void>>()
+  private readonly stats: CatalogMetrics = { providerBytesRead: 0, peerBytesIn: 0, peerBytesOut: 0, corruptChunks: 0 }
 
   constructor (components: CatalogComponents, init: CatalogInit) {
     super()
@@ -173,8 +196,17 @@ export class CatalogService extends EventTarget {
   }
 
   /** Set by the p2p layer: where else than the provider a chunk may be found. */
-  setPeerRouter (router: PeerRouter | undefined): void {
-    this.peerRouter = router
+  setPeerRouting (routing: PeerRouting | undefined): void {
+    this.peerRouting = routing
+  }
+
+  metrics (): CatalogMetrics {
+    return { ...this.stats }
+  }
+
+  /** Counts bytes sent to a peer (the p2p server calls it). */
+  countServed (bytes: number): void {
+    this.stats.peerBytesOut += bytes
   }
 
   providerNames (): ProviderKind[] {
@@ -363,9 +395,14 @@ export class CatalogService extends EventTarget {
     await this.records.putImage(meta)
     progress.phase = 'done'
     emit(true)
+    // Holding every chunk, this node can serve the new version to the first hosts that pull it.
+    if (local != null) await this.peerRouting?.end(digest, true).catch(() => {})
     this.log.info({ image, version, arch, provider: providerName, sizeMiB: Math.round(manifest.size / 1048576), sentMiB: Math.round(progress.bytesFromProvider / 1048576), by }, 'image version pushed')
     this.changed('pushed')
-    if (local != null) await this.cache.makeRoom(0).catch((err: Error) => this.log.warn({ err: err.message }, 'the cache is over its limit after a push'))
+    if (local != null) {
+      const evicted = await this.cache.makeRoom(0).catch((err: Error) => { this.log.warn({ err: err.message }, 'the cache is over its limit after a push'); return undefined })
+      if (evicted != null && (evicted.evictedChunks > 0 || evicted.evictedImages.length > 0)) this.changed('evicted')
+    }
     return record
   }
 
@@ -374,12 +411,12 @@ export class CatalogService extends EventTarget {
   /** Pulls a reference for the user into this host's cache (or finds it there). */
   async pull (ref: string, options: PullOptions = {}, jobId?: string, onProgress?: (p: TransferProgress) => void): Promise<LocalCatalogImage> {
     const { version } = await this.resolveFor(ref, options.user, options.arch)
-    const cached = await this.pullResolved(version, undefined, jobId, onProgress)
+    const cached = await this.pullResolved(version, undefined, jobId, onProgress, options.swarm)
     return { name: cached.name, path: cached.path, version: cached.version }
   }
 
   /** One pull per version at a time on this node: a second caller waits for the first. */
-  private async pullResolved (version: CatalogVersion, job?: CatalogJob, jobId?: string, onProgress?: (p: TransferProgress) => void): Promise<CachedImage> {
+  private async pullResolved (version: CatalogVersion, job?: CatalogJob, jobId?: string, onProgress?: (p: TransferProgress) => void, swarm?: string[]): Promise<CachedImage> {
     const cached = this.cache.get(version.image, version.version, version.arch)
     if (cached != null && cached.version.manifest === version.manifest) {
       this.cache.touch(cached)
@@ -393,12 +430,12 @@ export class CatalogService extends EventTarget {
     const key = `${version.image}@${version.version}@${version.arch}`
     const running = this.inflight.get(key)
     if (running != null) return await running
-    const p = this.doPull(version, job?.progress, job?.id ?? jobId, onProgress).finally(() => this.inflight.delete(key))
+    const p = this.doPull(version, job?.progress, job?.id ?? jobId, onProgress, swarm).finally(() => this.inflight.delete(key))
     this.inflight.set(key, p)
     return await p
   }
 
-  private async doPull (version: CatalogVersion, given: TransferProgress | undefined, jobId: string | undefined, onProgress?: (p: TransferProgress) => void): Promise<CachedImage> {
+  private async doPull (version: CatalogVersion, given: TransferProgress | undefined, jobId: string | undefined, onProgress?: (p: TransferProgress) => void, swarm?: string[]): Promise<CachedImage> {
     const signal = this.abort.signal
     const progress = given ?? this.newProgress('pull', version.image, version.version, version.arch)
     const emit = this.emitter(progress, onProgress, jobId)
@@ -413,12 +450,21 @@ export class CatalogService extends EventTarget {
       this.pinnedChunks.set(key, ids)
       const missing = countHeld(manifest, this.store, progress)
       const missingBytes = missing.reduce((n, id) => n + manifest.blobs[id].stored, 0)
-      await this.cache.makeRoom(missingBytes + manifest.size, { chunks: this.allPinned() })
+      const evicted = await this.cache.makeRoom(missingBytes + manifest.size, { chunks: this.allPinned() })
+      if (evicted.evictedChunks > 0 || evicted.evictedImages.length > 0) this.changed('evicted')
       progress.phase = 'chunks'
       emit(true)
       const routing = this.routing(version)
       const fetchOptions = { concurrency: this.init.concurrency, signal, logger: this.log, onChunk: () => emit(false) }
-      await fetchMissing(manifest, missing, this.store, routing, progress, fetchOptions)
+      const peers = missing.length > 0 ? this.peerRouting : undefined
+      await peers?.begin(version.manifest, swarm)
+      try {
+        await fetchMissing(manifest, missing, progress, { ...fetchOptions, obtain: async (id, size) => await this.obtainChunk(id, size, routing, progress, fetchOptions) })
+      } catch (err) {
+        await peers?.end(version.manifest, false).catch(() => {})
+        throw err
+      }
+      await peers?.end(version.manifest, true).catch(() => {})
       progress.phase = 'unpacking'
       emit(true)
       const image = await this.cache.add(version, manifest, async parent => await unpackBundle(manifest, parent, {
@@ -431,7 +477,7 @@ export class CatalogService extends EventTarget {
           } catch (err) {
             if (!(err instanceof ChunkCorruptError) && !(err instanceof ChunkNotFoundError)) throw err
             if (err instanceof ChunkCorruptError) progress.corruptChunks++
-            await fetchChunk(id, size, this.store, routing, progress, fetchOptions)
+            await this.obtainChunk(id, size, routing, progress, fetchOptions)
             return await this.store.readPlain(id, size)
           }
         }
@@ -455,13 +501,49 @@ export class CatalogService extends EventTarget {
     }
   }
 
+  /** Brings one chunk into the store; concurrent asks for the same chunk share one fetch. */
+  private async obtainChunk (id: string, plainSize: number, routing: ChunkRouting, progress: FetchCounters, options: { signal: AbortSignal, logger: Logger }): Promise<void> {
+    if (this.store.has(id)) return
+    const running = this.chunkFetches.get(id)
+    if (running != null) return await running
+    const mine: FetchCounters = { bytesFromPeers: 0, bytesFromProvider: 0, corruptChunks: 0 }
+    const p = fetchChunk(id, plainSize, this.store, routing, mine, options).finally(() => {
+      this.chunkFetches.delete(id)
+      progress.bytesFromPeers += mine.bytesFromPeers
+      progress.bytesFromProvider += mine.bytesFromProvider
+      progress.corruptChunks += mine.corruptChunks
+      this.stats.peerBytesIn += mine.bytesFromPeers
+      this.stats.providerBytesRead += mine.bytesFromProvider
+      this.stats.corruptChunks += mine.corruptChunks
+    })
+    this.chunkFetches.set(id, p)
+    return await p
+  }
+
+  /**
+   * A chunk a peer asks this node to fetch for it (this node owns it in the swarm pulling the
+   * manifest): from this node's store, else from the provider, once, into the store.
+   */
+  async chunkForPeer (id: string, manifestDigest: string, signal: AbortSignal): Promise<Buffer | undefined> {
+    if (!this.store.has(id)) {
+      const version = this.records.allVersions().find(v => v.manifest === manifestDigest && this.init.providers[v.provider] != null)
+      if (version == null) return undefined
+      const manifest = await this.manifestOf(version)
+      const info = manifest.blobs[id]
+      if (info == null) return undefined
+      const providerOnly: ChunkRouting = { sources: () => this.routing(version, false).sources(id, 0) }
+      await this.obtainChunk(id, info.size, providerOnly, { bytesFromPeers: 0, bytesFromProvider: 0, corruptChunks: 0 }, { signal, logger: this.log })
+    }
+    return await this.store.readStored(id).catch(() => undefined)
+  }
+
   private allPinned (): Set<string> {
     const all = new Set<string>()
     for (const ids of this.pinnedChunks.values()) for (const id of ids) all.add(id)
     return all
   }
 
-  private routing (version: CatalogVersion): ChunkRouting {
+  private routing (version: CatalogVersion, usePeers = true): ChunkRouting {
     const repo = this.repository(version.provider)
     const provider: ChunkSource = {
       kind: 'provider',
@@ -469,7 +551,7 @@ export class CatalogService extends EventTarget {
       fetch: async (id, signal) => await repo.getChunk(id, { signal })
     }
     return {
-      sources: (id, round) => [...(this.peerRouter?.(id, round, version.manifest) ?? []), provider]
+      sources: (id, round) => [...(usePeers ? this.peerRouting?.sources(id, round, version.manifest) ?? [] : []), provider]
     }
   }
 
@@ -512,7 +594,7 @@ export class CatalogService extends EventTarget {
   /** Empties the cache of everything no VM uses and no pull under way needs. */
   async pruneCache (): Promise<{ evictedChunks: number, evictedImages: string[] }> {
     const result = await this.cache.prune({ chunks: this.allPinned() })
-    if (result.evictedImages.length > 0) this.changed('pruned')
+    if (result.evictedImages.length > 0 || result.evictedChunks > 0) this.changed('evicted')
     return result
   }
 
@@ -560,6 +642,15 @@ export class CatalogService extends EventTarget {
       job.progress.version = version.version
       job.progress.arch = version.arch
       const image = await this.pullResolved(version, job)
+      return { name: image.name, path: image.path, arch: image.version.arch }
+    })
+  }
+
+  /** Pulls a resolved version as a job (prefetch: `swarm` names the hosts pulling it together). */
+  startPullFor (version: CatalogVersion, by: string, swarm?: string[]): CatalogJob {
+    return this.startJob('pull', cachedName(version.image, version.version), by, async job => {
+      job.progress.arch = version.arch
+      const image = await this.pullResolved(version, job, undefined, undefined, swarm)
       return { name: image.name, path: image.path, arch: image.version.arch }
     })
   }

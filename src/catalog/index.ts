@@ -10,8 +10,11 @@ export { decodeManifest, encodeManifest, manifestDigest, validateManifest, blobI
 export { ChunkStore } from './chunk-store.ts'
 export { packFolder, type BlobSink, type PackProgress } from './pack.ts'
 export { unpackBundle, removeTree } from './unpack.ts'
-export { CatalogService, type CatalogComponents, type CatalogInit, type CatalogJob, type PushOptions, type PullOptions, type LocalCatalogImage } from './catalog-service.ts'
+export {
+  CatalogService, type CatalogComponents, type CatalogInit, type CatalogJob, type CatalogMetrics, type PushOptions, type PullOptions, type LocalCatalogImage, type PeerRouting
+} from './catalog-service.ts'
 export { checkAccess, missingClaims } from './access.ts'
+export { CatalogPeers, CHUNK_PROTOCOL, type CatalogPeersComponents, type CatalogPeersInit } from './p2p.ts'
 export { createProviders, createFolderProvider, createS3Provider, createAzureProvider, createArtifactoryProvider, type ProviderSettings } from './providers/index.ts'
 export type {
   CatalogArch, CatalogEntry, CatalogImage, CatalogUser, CatalogVersion, GuestInfo, MinHost, PrefetchResult, ProviderKind, StorageProvider, TransferProgress

@@ -25,7 +25,8 @@ export interface ChunkRouting {
 }
 
 export interface FetchOptions {
-  concurrency: number
+  /** Chunks in flight at once (fetchMissing only). */
+  concurrency?: number
   /** Rounds over all sources before a chunk is given up. */
   rounds?: number
   signal: AbortSignal
@@ -55,12 +56,16 @@ export function countHeld (manifest: BundleManifest, store: ChunkStore, progress
 }
 
 /** Fetches one chunk into the store, trying sources round by round; throws once all rounds fail. */
-export async function fetchChunk (id: string, plainSize: number, store: ChunkStore, routing: ChunkRouting, progress: TransferProgress, options: FetchOptions): Promise<void> {
+export type FetchCounters = Pick<TransferProgress, 'bytesFromPeers' | 'bytesFromProvider' | 'corruptChunks'>
+
+export async function fetchChunk (id: string, plainSize: number, store: ChunkStore, routing: ChunkRouting, progress: FetchCounters, options: FetchOptions): Promise<void> {
   const rounds = options.rounds ?? DEFAULT_ROUNDS
   let lastError: unknown
   for (let round = 0; round < rounds; round++) {
     for (const source of routing.sources(id, round)) {
       options.signal.throwIfAborted()
+      // Another pull, or a peer's request served from here, may have brought it meanwhile.
+      if (store.has(id)) return
       try {
         const stored = await source.fetch(id, options.signal)
         await store.put(id, stored, { plainSize })
@@ -86,11 +91,11 @@ export async function fetchChunk (id: string, plainSize: number, store: ChunkSto
   throw new ChunkNotFoundError(`chunk ${id.slice(0, 12)}… could not be fetched from any source after ${rounds} rounds: ${(lastError as Error | undefined)?.message ?? 'no sources'}`, { chunk: id })
 }
 
-/** Fetches every chunk of the manifest the store lacks. */
-export async function fetchMissing (manifest: BundleManifest, missing: string[], store: ChunkStore, routing: ChunkRouting, progress: TransferProgress, options: FetchOptions): Promise<void> {
-  await forEachLimit(missing, options.concurrency, async id => {
+/** Fetches every chunk of the manifest the store lacks, through `obtain` (which may share fetches). */
+export async function fetchMissing (manifest: BundleManifest, missing: string[], progress: TransferProgress, options: FetchOptions & { obtain: (id: string, plainSize: number) => Promise<void> }): Promise<void> {
+  await forEachLimit(missing, options.concurrency ?? 4, async id => {
     const info = manifest.blobs[id]
-    await fetchChunk(id, info.size, store, routing, progress, options)
+    await options.obtain(id, info.size)
     progress.chunksDone++
     progress.bytesDone += info.stored
     options.onChunk?.()

@@ -5,7 +5,8 @@ import type { Logger } from 'pino'
 import type { Config } from '../config/index.ts'
 import { createJsonStore } from '../store/index.ts'
 import { createAuthService } from '../auth/index.ts'
-import { CatalogService, LocalImages, createProviders } from '../catalog/index.ts'
+import { CatalogPeers, CatalogService, LocalImages, createProviders } from '../catalog/index.ts'
+import { asHostState } from '../scheduler/cluster/published-state.ts'
 import { HostAgent } from '../scheduler/index.ts'
 import { ClusterVms } from '../scheduler/cluster/cluster-vms.ts'
 import { StatePublisher } from '../scheduler/cluster/state-publisher.ts'
@@ -123,7 +124,17 @@ export async function startNode (config: Config, driverName: Driver['name'], log
     await publisher.start()
     stack.push(async () => await publisher.stop())
     catalog.addEventListener('changed', () => publisher.changed())
-    mesh.on('record:changed', change => { if (change.collection.startsWith('catalog')) publisher.changed() })
+    // Chunks between nodes: a host fetches from peers that hold them (or fetch them once for all).
+    const catalogPeers = new CatalogPeers({
+      mesh, service: catalog, logger: logger.child({ component: 'catalog-p2p' }), clock,
+      hosts: () => mesh.members().filter(m => m.status === 'alive').flatMap(m => {
+        const state = asHostState(m.state)
+        return state == null ? [] : [{ peerId: m.peerId, name: m.nodeName, labels: state.host.capacity.labels, arch: state.host.capacity.arch }]
+      })
+    }, { shareChunks: config.catalog.peers })
+    await catalogPeers.start()
+    stack.push(async () => await catalogPeers.stop())
+    mesh.on('record:changed', change => { if (change.collection === 'catalog' || change.collection === 'catalog-versions') publisher.changed() })
     registerAdmission(mesh, host, publisher, logger.child({ component: 'admission' }))
     const election = new LeaderElection({ mesh, logger: logger.child({ component: 'election' }), clock }, { leaseMs: config.scheduler.leaseMs, renewMs: config.scheduler.renewMs })
     await election.start()
@@ -146,7 +157,7 @@ export async function startNode (config: Config, driverName: Driver['name'], log
 
     const api = createApiServer({
       auth, vms, images, proxy, logger: logger.child({ component: 'api' }), clock,
-      catalog: { service: catalog },
+      catalog: { service: catalog, prefetch: async (ref, options, user) => await catalogPeers.prefetch(ref, options, user) },
       cluster: {
         self: () => mesh.self(),
         members: () => mesh.members(),

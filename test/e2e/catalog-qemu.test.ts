@@ -93,6 +93,9 @@ test('push the qemu test guest to a folder and to S3 from node A; node B pulls e
     return plan.body.placed === true && plan.body.host.name === 'node-b' ? true : undefined
   })
 
+  // A cached every chunk it pushed and offers them to peers: empty its cache so B reads storage.
+  assert.equal((await call(a.url, 'POST', '/api/v1/catalog/cache/prune', { token: admin, body: {} })).status, 200)
+
   // The S3 image: an explicit pull (with its progress on the job), then a VM through B.
   const pull = await call(b.url, 'POST', '/api/v1/catalog/guest-s3/pull?wait=true', { token: admin, body: {} })
   assert.equal(pull.body.state, 'done', JSON.stringify(pull.body.error))
@@ -107,12 +110,16 @@ test('push the qemu test guest to a folder and to S3 from node A; node B pulls e
   assert.ok(pruned.body.evictedChunks >= s3Push.result.chunks)
   // Placement on B pulls on demand (from the folder), then boots; A is the gateway.
   await bootAndCheck(a, 'guest-folder')
-  const jobs = await call(b.url, 'GET', '/api/v1/catalog/jobs', { token: admin })
-  const onDemand = jobs.body.items.find((j: { ref: string }) => j.ref === 'guest-folder:1.0')
-  assert.ok(onDemand == null || onDemand.progress.bytesFromProvider > 0)
   const cache = await call(b.url, 'GET', '/api/v1/catalog/cache', { token: admin })
   assert.deepEqual(cache.body.images.map((i: { name: string }) => i.name).sort(), ['guest-folder:1.0'])
   assert.ok(cache.body.chunks >= folderPush.result.chunks, 'the on-demand pull fetched the chunks again')
+  assert.ok(cache.body.metrics.providerBytesRead >= folderPush.result.storedSize + s3Push.result.storedSize, JSON.stringify(cache.body.metrics))
+
+  // Now B holds guest-folder: A pulls it from B over the mesh and reads nothing from storage.
+  const fromPeer = await call(a.url, 'POST', '/api/v1/catalog/guest-folder/pull?wait=true', { token: admin, body: {} })
+  assert.equal(fromPeer.body.state, 'done', JSON.stringify(fromPeer.body.error))
+  assert.equal(fromPeer.body.progress.bytesFromProvider, 0)
+  assert.equal(fromPeer.body.progress.bytesFromPeers, folderPush.result.storedSize)
 })
 
 test('a user without the image\'s claims can neither pull it nor create a VM from it', { timeout: 120_000 }, async () => {
@@ -166,12 +173,13 @@ test('a pull interrupted by killing the node resumes at restart and does not fet
   const p = resumed.progress
   assert.ok(p.chunksReused >= before.chunksDone, `it kept the ${before.chunksDone as number} chunks it had (reused ${p.chunksReused as number})`)
   assert.equal(p.chunksDone, total)
-  assert.ok(p.bytesFromProvider < pushed.result.storedSize * 0.8, `fetched ${p.bytesFromProvider as number} of ${pushed.result.storedSize as number} bytes after the restart`)
+  const fetched = (p.bytesFromProvider as number) + (p.bytesFromPeers as number)
+  assert.ok(fetched < pushed.result.storedSize * 0.8, `fetched ${fetched} of ${pushed.result.storedSize as number} bytes after the restart`)
   const cache = await call(b.url, 'GET', '/api/v1/catalog/cache', { token: admin })
   assert.ok(cache.body.images.some((i: { name: string }) => i.name === 'bulk:1.0'))
 })
 
-test('a chunk corrupted in storage is detected: the pull fails cleanly and no VM boots from bad bytes', { timeout: 300_000 }, async () => {
+test('a chunk corrupted in storage comes from a peer with a good copy; with none, the pull fails cleanly and no VM boots from bad bytes', { timeout: 300_000 }, async () => {
   assert.ok(a != null && b != null)
   // A copy of the guest with one changed byte in its kernel command line file, so its chunks differ.
   const copy = join(work, 'corrupt-guest')
@@ -190,6 +198,12 @@ test('a chunk corrupted in storage is detected: the pull fails cleanly and no VM
   await writeFile(file, bytes)
   await eventually('B knows the image', async () => (await call(b!.url, 'GET', '/api/v1/catalog/guest-corrupt', { token: admin })).status === 200 ? true : undefined)
 
+  // A still holds a good copy of every chunk (it pushed them): B's pull takes the bad one from A.
+  const rescued = await call(b.url, 'POST', '/api/v1/catalog/guest-corrupt/pull?wait=true', { token: admin, body: {} })
+  assert.equal(rescued.body.state, 'done', JSON.stringify(rescued.body.error))
+  assert.ok(rescued.body.progress.bytesFromPeers > 0)
+  // Without that copy anywhere, the damage is final: every source gives bad bytes.
+  for (const node of [a, b]) assert.equal((await call(node.url, 'POST', '/api/v1/catalog/cache/prune', { token: admin, body: {} })).status, 200)
   const pull = await call(b.url, 'POST', '/api/v1/catalog/guest-corrupt/pull?wait=true', { token: admin, body: {} })
   assert.equal(pull.status, 502, JSON.stringify(pull.body))
   assert.match(pull.body.detail, /corrupt/)

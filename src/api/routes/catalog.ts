@@ -63,7 +63,8 @@ export function catalogRoutes ({ catalog }: ApiComponents): RouteDef[] {
           body: {
             usedBytes: s.cache.usedBytes(), maxBytes: s.cache.maxBytes, chunks: s.store.count(), chunkBytes: s.store.totalBytes(),
             images: s.cache.list().map(i => ({ name: i.name, arch: i.version.arch, path: i.path, diskBytes: i.diskBytes, unpackedAt: i.unpackedAt, lastUsed: new Date(i.lastUsed).toISOString() })),
-            providers: s.providerNames()
+            providers: s.providerNames(),
+            metrics: s.metrics()
           }
         }
       }
