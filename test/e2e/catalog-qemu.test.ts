@@ -6,14 +6,17 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startNodeProcess, call, ADMIN_PASSWORD, type NodeProcess } from '../helpers/node-process.ts'
 import { eventually } from '../helpers/eventually.ts'
-import { startS3Server, S3_TEST_CREDENTIALS, type RunningServer } from '../helpers/storage-servers.ts'
+import { BlobServiceClient } from '@azure/storage-blob'
+import { startAzurite, startS3Server, startWebdav, S3_TEST_CREDENTIALS, WEBDAV_API_KEY, type RunningServer } from '../helpers/storage-servers.ts'
 import { buildTestGuest, killProcessesMentioning } from '../drivers/qemu/helpers.ts'
 
 // The catalog end to end on real node processes: node A (sim driver) pushes the real qemu test
-// guest to a folder provider and to S3 (s3rver on loopback); node B (qemu driver) joins the mesh,
-// pulls on demand when a VM is placed on it, and boots the image for real.
+// guest to each provider (a folder, S3 on s3rver, Azure Blob on Azurite, Artifactory's protocol on
+// nginx WebDAV, all on loopback); node B (qemu driver) joins the mesh, pulls, and boots it for real.
 const fast = { CORRAL_CLUSTER_HEARTBEAT_MS: '200', CORRAL_CLUSTER_SUSPECT_AFTER_MS: '1000', CORRAL_CLUSTER_DEAD_AFTER_MS: '3000' }
 let s3: RunningServer | undefined
+let azurite: RunningServer | undefined
+let webdav: RunningServer | undefined
 let work = ''
 let guestDir = ''
 let a: NodeProcess | undefined
@@ -25,8 +28,17 @@ let envB: Record<string, string> = {}
 before(async () => {
   guestDir = await buildTestGuest()
   s3 = await startS3Server(['corral'])
+  const az = await startAzurite()
+  azurite = az
+  await BlobServiceClient.fromConnectionString(az.connectionString).getContainerClient('corral').create()
+  const dav = await startWebdav()
+  webdav = dav
   work = await mkdtemp(join(tmpdir(), 'corral-e2e-catalog-'))
   catalogEnv = {
+    CORRAL_CATALOG_AZURE_CONTAINER: 'corral',
+    AZURE_STORAGE_CONNECTION_STRING: az.connectionString,
+    CORRAL_CATALOG_ARTIFACTORY_URL: dav.repoUrl,
+    ARTIFACTORY_API_KEY: WEBDAV_API_KEY,
     CORRAL_CATALOG_FOLDER_PATH: join(work, 'shared-folder'),
     CORRAL_CATALOG_S3_BUCKET: 'corral',
     CORRAL_CATALOG_S3_PREFIX: 'images',
@@ -53,6 +65,8 @@ after(async () => {
     await node.destroy()
   }
   await s3?.stop()
+  await azurite?.stop()
+  await webdav?.stop()
   if (work !== '') await rm(work, { recursive: true, force: true })
 })
 
@@ -75,51 +89,56 @@ async function bootAndCheck (gateway: NodeProcess, image: string, token = admin)
   assert.equal((await call(gateway.url, 'DELETE', `/api/v1/vms/${created.body.id as string}`, { token })).status, 204)
 }
 
-test('push the qemu test guest to a folder and to S3 from node A; node B pulls each on demand and boots it', { timeout: 600_000 }, async () => {
-  assert.ok(a != null && b != null)
-  const folderPush = await push(a, { path: guestDir, id: 'guest-folder', version: '1.0', provider: 'folder', description: 'the corral test guest' })
-  assert.equal(folderPush.result.provider, 'folder')
-  assert.equal(folderPush.result.guest.format, 'qemu')
-  const s3Push = await push(a, { path: guestDir, id: 'guest-s3', version: '1.0', provider: 's3' })
-  assert.equal(s3Push.result.provider, 's3')
+const prune = async (node: NodeProcess): Promise<void> => {
+  const res = await call(node.url, 'POST', '/api/v1/catalog/cache/prune', { token: admin, body: {} })
+  assert.equal(res.status, 200, JSON.stringify(res.body))
+}
 
-  // Metadata is cluster-wide: B serves it, and offers both versions as pullable.
-  await eventually('node B lists both images', async () => {
+test('push the qemu test guest to each provider from node A; node B pulls it from that provider and boots it', { timeout: 600_000 }, async () => {
+  assert.ok(a != null && b != null)
+  const providers = ['folder', 's3', 'azure', 'artifactory'] as const
+  const pushed: Record<string, any> = {}
+  for (const provider of providers) {
+    pushed[provider] = await push(a, { path: guestDir, id: `guest-${provider}`, version: '1.0', provider, description: 'the corral test guest' })
+    assert.equal(pushed[provider].result.provider, provider)
+    assert.equal(pushed[provider].result.guest.format, 'qemu')
+  }
+  // Metadata is cluster-wide: B serves it, and offers every version as pullable.
+  await eventually('node B lists every image', async () => {
     const list = await call(b!.url, 'GET', '/api/v1/catalog', { token: admin })
-    return list.body.items.map((i: { id: string }) => i.id).sort().join(',') === 'guest-folder,guest-s3' ? true : undefined
+    return list.body.items.length >= providers.length ? true : undefined
   })
   await eventually('the leader sees B offer them', async () => {
     const plan = await call(a!.url, 'POST', '/api/v1/vms', { token: admin, body: { image: 'guest-folder', dryRun: true } })
     return plan.body.placed === true && plan.body.host.name === 'node-b' ? true : undefined
   })
 
-  // A cached every chunk it pushed and offers them to peers: empty its cache so B reads storage.
-  assert.equal((await call(a.url, 'POST', '/api/v1/catalog/cache/prune', { token: admin, body: {} })).status, 200)
-
-  // The S3 image: an explicit pull (with its progress on the job), then a VM through B.
-  const pull = await call(b.url, 'POST', '/api/v1/catalog/guest-s3/pull?wait=true', { token: admin, body: {} })
-  assert.equal(pull.body.state, 'done', JSON.stringify(pull.body.error))
-  assert.equal(pull.body.progress.phase, 'done')
-  assert.equal(pull.body.progress.chunksDone, pull.body.progress.chunksTotal)
-  assert.equal(pull.body.progress.bytesFromProvider, s3Push.result.storedSize, 'every chunk came from S3')
-  await bootAndCheck(b, 'guest-s3')
-  // Both versions hold the same bytes, so the folder image would come from B's cache: empty it
-  // first, so the on-demand pull below really reads the folder provider.
-  const pruned = await call(b.url, 'POST', '/api/v1/catalog/cache/prune', { token: admin, body: {} })
-  assert.equal(pruned.status, 200, JSON.stringify(pruned.body))
-  assert.ok(pruned.body.evictedChunks >= s3Push.result.chunks)
-  // Placement on B pulls on demand (from the folder), then boots; A is the gateway.
-  await bootAndCheck(a, 'guest-folder')
+  for (const provider of providers) {
+    // Every version holds the same bytes: empty both caches so this pull reads this provider.
+    await prune(a)
+    await prune(b)
+    const id = `guest-${provider}`
+    if (provider === 'folder') {
+      // On demand: placement puts the VM on B, which pulls while the VM is creating. A is the gateway.
+      await bootAndCheck(a, id)
+      const jobs = await call(b.url, 'GET', '/api/v1/catalog/cache', { token: admin })
+      assert.deepEqual(jobs.body.images.map((i: { name: string }) => i.name), [`${id}:1.0`])
+    } else {
+      const pull = await call(b.url, 'POST', `/api/v1/catalog/${id}/pull?wait=true`, { token: admin, body: {} })
+      assert.equal(pull.body.state, 'done', JSON.stringify(pull.body.error))
+      assert.equal(pull.body.progress.chunksDone, pull.body.progress.chunksTotal)
+      assert.equal(pull.body.progress.bytesFromProvider, pushed[provider].result.storedSize, `every chunk came from ${provider}`)
+      await bootAndCheck(b, id)
+    }
+  }
   const cache = await call(b.url, 'GET', '/api/v1/catalog/cache', { token: admin })
-  assert.deepEqual(cache.body.images.map((i: { name: string }) => i.name).sort(), ['guest-folder:1.0'])
-  assert.ok(cache.body.chunks >= folderPush.result.chunks, 'the on-demand pull fetched the chunks again')
-  assert.ok(cache.body.metrics.providerBytesRead >= folderPush.result.storedSize + s3Push.result.storedSize, JSON.stringify(cache.body.metrics))
+  assert.ok(cache.body.metrics.providerBytesRead >= providers.length * pushed.folder.result.storedSize, JSON.stringify(cache.body.metrics))
 
-  // Now B holds guest-folder: A pulls it from B over the mesh and reads nothing from storage.
-  const fromPeer = await call(a.url, 'POST', '/api/v1/catalog/guest-folder/pull?wait=true', { token: admin, body: {} })
+  // B holds guest-artifactory now: A pulls it from B over the mesh and reads nothing from storage.
+  const fromPeer = await call(a.url, 'POST', '/api/v1/catalog/guest-artifactory/pull?wait=true', { token: admin, body: {} })
   assert.equal(fromPeer.body.state, 'done', JSON.stringify(fromPeer.body.error))
   assert.equal(fromPeer.body.progress.bytesFromProvider, 0)
-  assert.equal(fromPeer.body.progress.bytesFromPeers, folderPush.result.storedSize)
+  assert.equal(fromPeer.body.progress.bytesFromPeers, pushed.artifactory.result.storedSize)
 })
 
 test('a user without the image\'s claims can neither pull it nor create a VM from it', { timeout: 120_000 }, async () => {
