@@ -80,8 +80,18 @@ export function pushFromMeta (meta: PdsMeta, bundlePath: string, to: ProviderKin
   const requiredClaims = [...new Set([...(meta.required_claims ?? []), ...(meta.required_roles ?? [])].filter(c => typeof c === 'string' && c !== ''))]
   return {
     path: bundlePath, image: id, version, arch, tags, requiredClaims, description: meta.description ?? '',
+    guest: { os: guessOs(meta) },
     ...(to != null ? { provider: to } : {})
   }
+}
+
+/** PDS manifests do not say the guest OS: a .macvm is macOS; a .pvm is told by its name. */
+function guessOs (meta: PdsMeta): 'macos' | 'linux' | 'windows' {
+  if (meta.type === 'macvm') return 'macos'
+  const name = `${meta.catalog_id ?? ''} ${meta.name ?? ''} ${meta.description ?? ''}`
+  if (/win(dows)?[-_ ]?\d|windows/i.test(name)) return 'windows'
+  if (/ubuntu|debian|linux|fedora|centos|rhel|alma|rocky|suse|arch/i.test(name)) return 'linux'
+  return 'macos'
 }
 
 export async function importPdsPacks (deps: ImportDeps, options: ImportOptions): Promise<ImportOutcome> {
