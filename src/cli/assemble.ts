@@ -17,7 +17,7 @@ import { createMeshNode, encodeJoinToken, type MeshNode } from '../node/index.ts
 import { createReplicatedStore } from '../node/replicated-store.ts'
 import { memberAppears, resolveClusterIdentity } from './cluster-identity.ts'
 import { createApiServer, type ApiServer } from '../api/index.ts'
-import { createProxyService, grantKeyFromClusterKey } from '../proxy/index.ts'
+import { createProxyService, grantKeyFromClusterKey, tunnelKeyFromClusterKey } from '../proxy/index.ts'
 import { createDriver } from '../drivers/factory.ts'
 import type { Driver } from '../drivers/types.ts'
 
@@ -150,7 +150,9 @@ export async function startNode (config: Config, driverName: Driver['name'], log
 
     // Any node reaches any VM port: locally through the driver's forward, else over the mesh.
     const proxy = createProxyService({ vms, mesh, logger: logger.child({ component: 'proxy' }), clock }, {
-      ...config.proxy, signingKey: grantKeyFromClusterKey(cluster.key)
+      ...config.proxy,
+      signingKey: grantKeyFromClusterKey(cluster.key),
+      tunnel: config.proxy.directTunnel ? { host: listenHostOf(config.cluster.listen[0]), port: config.proxy.tunnelPort, key: tunnelKeyFromClusterKey(cluster.key) } : undefined
     })
     await proxy.start()
     stack.push(async () => await proxy.stop())
@@ -176,4 +178,10 @@ export async function startNode (config: Config, driverName: Driver['name'], log
     await stop()
     throw err
   }
+}
+
+/** The address part of a mesh listen multiaddr (/ip4/0.0.0.0/tcp/7946 -> 0.0.0.0): where direct proxy tunnels listen too. */
+function listenHostOf (multiaddr: string | undefined): string {
+  const match = /^\/(ip4|ip6)\/([^/]+)\//.exec(multiaddr ?? '')
+  return match?.[2] ?? '127.0.0.1'
 }

@@ -57,7 +57,9 @@ export const ConfigSchema = Type.Object({
     }, { additionalProperties: false }),
     tcpListenHost: Type.String({ maxLength: 255 }),
     connectTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000 }),
-    signedUrlMaxSeconds: Type.Integer({ minimum: 1, maximum: 86_400 })
+    signedUrlMaxSeconds: Type.Integer({ minimum: 1, maximum: 86_400 }),
+    directTunnel: Type.Boolean(),
+    tunnelPort: Type.Integer({ minimum: 0, maximum: 65535 })
   }, { additionalProperties: false }),
   log: Type.Object({
     level: Type.Union(['trace', 'debug', 'info', 'warn', 'error', 'fatal'].map(l => Type.Literal(l))),

@@ -13,6 +13,8 @@ import { MAX_HEADER_BYTES, MAX_TUNNEL_STREAMS, PROXY_PROTOCOL } from './constant
 import {
   ProxyHostUnavailableError, ProxyTunnelError, ProxyUpstreamError, ProxyUpstreamTimeoutError, ProxyVmNotRunningError
 } from './errors.ts'
+import { DirectTunnels } from './direct-tunnels.ts'
+import { FastRead } from './fast-read.ts'
 import { jsonLine, readJsonLine } from './framing.ts'
 import { splice } from './splice.ts'
 import type { ConnectionInfo, ProxyMesh, ProxyTarget, VmDirectory, VmLocation } from './types.ts'
@@ -25,6 +27,8 @@ export interface DialerComponents {
 
 export interface DialerInit {
   connectTimeoutMs: number
+  /** Direct TLS tunnels to other nodes (see direct-tunnels.ts); absent: mesh streams only. */
+  tunnel?: { host: string, port: number, key: Uint8Array }
 }
 
 /** What a gateway asks the owning node for, as the first line of a tunnel. */
@@ -64,6 +68,7 @@ export class Dialer {
   /** Open connections per VM: upstream sockets made here and tunnels served here. */
   private readonly open = new Map<string, Set<Duplex>>()
   private serving = false
+  private direct: DirectTunnels | undefined
 
   constructor (components: DialerComponents, init: DialerInit) {
     this.c = components
@@ -75,9 +80,20 @@ export class Dialer {
     if (this.c.mesh == null || this.serving) return
     await this.c.mesh.handleStream(PROXY_PROTOCOL, (stream, peerId) => { void this.serveTunnel(stream, peerId) }, { maxStreams: MAX_TUNNEL_STREAMS })
     this.serving = true
+    if (this.init.tunnel != null) {
+      const direct = new DirectTunnels({ mesh: this.c.mesh, logger: this.c.logger, serve: (socket, peer) => { void this.serveTunnel(socket, peer) } }, { ...this.init.tunnel, connectTimeoutMs: this.init.connectTimeoutMs })
+      try {
+        await direct.start()
+        this.direct = direct
+      } catch (err) {
+        this.c.logger.warn({ err: (err as Error).message, host: this.init.tunnel.host, port: this.init.tunnel.port }, 'direct proxy tunnels cannot listen; connections to VMs on other nodes go over the mesh (slower for bulk transfers)')
+      }
+    }
   }
 
   async stop (): Promise<void> {
+    await this.direct?.stop().catch(() => undefined)
+    this.direct = undefined
     if (this.serving) {
       this.serving = false
       await this.c.mesh?.unhandleStream(PROXY_PROTOCOL).catch(() => undefined)
@@ -86,10 +102,14 @@ export class Dialer {
     this.forwards.clear()
   }
 
-  /** A byte stream to the VM port, wherever the VM runs. Throws typed errors (see errors.ts). */
-  async dial (target: ProxyTarget, info: ConnectionInfo): Promise<Duplex> {
+  /**
+   * A byte stream to the VM port, wherever the VM runs. Throws typed errors (see errors.ts).
+   * `spliced`: the caller only splices it (never reads 'data'), so a local connection may read
+   * through FastRead.
+   */
+  async dial (target: ProxyTarget, info: ConnectionInfo, options: { spliced?: boolean } = {}): Promise<Duplex> {
     const where = await this.locate(target.vm)
-    const stream = where.local ? await this.dialLocal(target) : await this.dialRemote(where, target, info)
+    const stream = where.local ? await this.dialLocal(target, options.spliced === true) : await this.dialRemote(where, target, info)
     this.track(target.vm, stream)
     return stream
   }
@@ -132,7 +152,7 @@ export class Dialer {
   }
 
   /** To a VM on this node: its port forward on loopback, made on first use. */
-  private async dialLocal (target: ProxyTarget): Promise<Socket> {
+  private async dialLocal (target: ProxyTarget, spliced: boolean): Promise<Socket> {
     const vm = await this.c.vms.get(target.vm)
     if (vm.state !== 'running') throw notRunning(target, vm.state)
     const key = `${target.vm}:${target.port}`
@@ -144,7 +164,7 @@ export class Dialer {
     }
     const { hostAddress, hostPort } = await forward
     try {
-      return await connectTcp(hostAddress, hostPort, this.init.connectTimeoutMs)
+      return await connectTcp(hostAddress, hostPort, this.init.connectTimeoutMs, spliced)
     } catch (err) {
       this.forwards.delete(key)
       // A refused connection right after the VM stopped should say that, not "nothing listens".
@@ -160,9 +180,9 @@ export class Dialer {
   /** To a VM on another node: a tunnel to that node, which connects on its side. */
   private async dialRemote (where: { peerId: string, nodeName: string }, target: ProxyTarget, info: ConnectionInfo): Promise<Duplex> {
     if (this.c.mesh == null) throw new ProxyHostUnavailableError(`VM ${target.vm} runs on ${where.nodeName}, and this node has no mesh to reach it`)
-    let stream: Duplex
+    let stream: Duplex | undefined = await this.direct?.open(where.peerId)
     try {
-      stream = await this.c.mesh.openStream(where.peerId, PROXY_PROTOCOL, { signal: AbortSignal.timeout(this.init.connectTimeoutMs) })
+      stream ??= await this.c.mesh.openStream(where.peerId, PROXY_PROTOCOL, { signal: AbortSignal.timeout(this.init.connectTimeoutMs) })
     } catch (err) {
       throw new ProxyHostUnavailableError(`host ${where.nodeName} that runs VM ${target.vm} cannot be reached (${(err as Error).message}); retry when it is back`, { vm: target.vm, host: where.nodeName })
     }
@@ -185,7 +205,7 @@ export class Dialer {
     return stream
   }
 
-  /** The host side of a tunnel: check the VM is here, connect to it, answer, then pipe. */
+  /** The host side of a tunnel (mesh stream or direct): check the VM is here, connect, answer, pipe. */
   private async serveTunnel (stream: Duplex, peerId: string): Promise<void> {
     stream.on('error', () => undefined)
     let request: TunnelRequest
@@ -204,7 +224,7 @@ export class Dialer {
     try {
       const where = await this.locate(target.vm)
       if (!where.local) throw new ProxyHostUnavailableError(`VM ${target.vm} is no longer on this host (it is on ${where.nodeName}); retry`, { vm: target.vm })
-      upstream = await this.dialLocal(target)
+      upstream = await this.dialLocal(target, true)
     } catch (err) {
       const e = err as CorralError
       const reply: TunnelReply = { ok: false, error: { name: e.name ?? 'Error', message: e.message ?? String(err), details: e.details } }
@@ -228,9 +248,10 @@ function notRunning (target: ProxyTarget, state: string): ProxyVmNotRunningError
 }
 
 /** A TCP connection with a bounded wait; half-open allowed so each side's end is passed on. */
-async function connectTcp (host: string, port: number, timeoutMs: number): Promise<Socket> {
+async function connectTcp (host: string, port: number, timeoutMs: number, fast: boolean): Promise<Socket> {
   return await new Promise<Socket>((resolve, reject) => {
-    const socket = tcpConnect({ host, port, allowHalfOpen: true, noDelay: true })
+    const options = { host, port, allowHalfOpen: true, noDelay: true }
+    const socket = fast ? new FastRead(options).socket : tcpConnect(options)
     const timer = setTimeout(() => {
       socket.destroy()
       reject(new ProxyUpstreamTimeoutError(`no connection to ${host}:${port} within ${timeoutMs} ms`))

@@ -1,16 +1,11 @@
 /**
  * Signed grants: a short-lived right to reach one VM port, signed with an HMAC key every node of
- * the cluster holds (derived from the cluster key), so any node checks a grant another node made.
+ * the cluster holds (derived from the cluster key, keys.ts), so any node checks a grant another node made.
  * Form: <vm>.<port>.<expires, s since epoch>.<subject, base64url>.<HMAC-SHA256, base64url>.
  */
-import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto'
+import { createHmac, timingSafeEqual } from 'node:crypto'
 import { ProxyGrantInvalidError } from './errors.ts'
 import type { ProxyGrant, ProxyTarget } from './types.ts'
-
-/** The grant key for a cluster: every node derives the same one from the cluster key. */
-export function grantKeyFromClusterKey (clusterKey: string): Uint8Array {
-  return new Uint8Array(hkdfSync('sha256', Buffer.from(clusterKey.trim(), 'utf8'), 'corral', 'proxy signed grants v1', 32))
-}
 
 export function signGrant (key: Uint8Array, target: ProxyTarget, subject: string, expiresAtMs: number): string {
   const expires = Math.floor(expiresAtMs / 1000)

@@ -37,7 +37,7 @@ class Proxy implements ProxyService {
     this.c = components
     this.init = init
     const logger = components.logger
-    this.dialer = new Dialer({ vms: components.vms, mesh: components.mesh, logger }, { connectTimeoutMs: init.connectTimeoutMs })
+    this.dialer = new Dialer({ vms: components.vms, mesh: components.mesh, logger }, { connectTimeoutMs: init.connectTimeoutMs, tunnel: init.tunnel })
     this.forwarder = new HttpForwarder(this.dialer, logger)
     this.routes = new RouteTable({ mesh: components.mesh, logger, clock: components.clock })
     this.tcp = new TcpListeners(this.dialer, logger, init.tcpListenHost)
@@ -80,7 +80,7 @@ class Proxy implements ProxyService {
 
   async tunnel (target: ProxyTarget, info: ConnectionInfo): Promise<{ attach: (client: Duplex) => void, cancel: () => void }> {
     checkPort(target.port)
-    const upstream = await this.dialer.dial(target, info)
+    const upstream = await this.dialer.dial(target, info, { spliced: true })
     return {
       attach: client => {
         const started = performance.now()

@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream'
+import { fastReadOf } from './fast-read.ts'
 
 export interface SpliceResult {
   /** Bytes from a to b, and from b to a. */
@@ -30,11 +31,16 @@ export function splice (a: Duplex, b: Duplex, done: (result: SpliceResult) => vo
   }
   const settled = (): boolean => [...state.values()].every(s => s.readDone && s.writeDone)
   const oneWay = (from: Duplex, to: Duplex, count: (n: number) => void): void => {
-    from.on('data', (chunk: Buffer) => {
-      count(chunk.length)
-      if (!to.write(chunk)) from.pause()
-    })
-    to.on('drain', () => { from.resume() })
+    const fast = fastReadOf(from)
+    if (fast != null) {
+      fast.attach(to, count)
+    } else {
+      from.on('data', (chunk: Buffer) => {
+        count(chunk.length)
+        if (!to.write(chunk)) from.pause()
+      })
+      to.on('drain', () => { from.resume() })
+    }
     from.once('end', () => {
       (state.get(from) as { readDone: boolean }).readDone = true
       to.end(() => {
@@ -55,6 +61,6 @@ export function splice (a: Duplex, b: Duplex, done: (result: SpliceResult) => vo
       const own = state.get(side) as { readDone: boolean, writeDone: boolean }
       if (!own.readDone || !own.writeDone) finish()
     })
-    side.resume()
+    if (fastReadOf(side) == null) side.resume()
   }
 }

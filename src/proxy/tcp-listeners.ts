@@ -94,7 +94,7 @@ export class TcpListeners {
     const started = performance.now()
     let upstream
     try {
-      upstream = await this.dialer.dial({ vm: route.vm, port: route.port }, info)
+      upstream = await this.dialer.dial({ vm: route.vm, port: route.port }, info, { spliced: true })
     } catch (err) {
       this.logger.warn({ route: route.id, vm: route.vm, port: route.port, client, err: (err as Error).message }, 'proxy TCP connection failed')
       socket.destroy()

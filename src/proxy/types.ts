@@ -51,6 +51,11 @@ export interface ProxyInit {
   /** HMAC key for signed URLs; every node of a cluster must hold the same one. */
   signingKey: Uint8Array
   signedUrlMaxSeconds: number
+  /**
+   * Direct TLS tunnels to the nodes that run VMs (a key from the cluster key, a port on `host`);
+   * absent: bytes to other nodes go over libp2p streams only.
+   */
+  tunnel?: { host: string, port: number, key: Uint8Array }
 }
 
 /** One VM port reached through the proxy. */

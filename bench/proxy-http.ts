@@ -1,0 +1,134 @@
+/**
+ * HTTP through corral's proxy beside the same upstream reached directly and through nginx, in one
+ * run on loopback: requests per second (32 keep-alive connections) and median / p99 latency of one
+ * connection (wrk). Upstream: nginx answering a small page, one worker. nginx as reverse proxy:
+ * one worker, keep-alive to the upstream. corral: bench/proxy-harness.ts processes, the API server
+ * with the proxy as a node mounts it; "same node" runs the VM, "other node" reaches it over the mesh.
+ * Rounds alternate the targets; medians are printed. Asserts nothing.
+ *
+ *   node bench/proxy-http.ts [rounds=3] [seconds=5]
+ *
+ * Needs nginx and wrk (Debian: apt-get install nginx-light wrk; the bench installs them as root).
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir, cpus, loadavg } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { generateClusterKey } from '../src/node/index.ts'
+
+const rounds = Number(process.argv[2] ?? 3)
+const seconds = Number(process.argv[3] ?? 5)
+const harness = fileURLToPath(new URL('./proxy-harness.ts', import.meta.url))
+const VM = 'vm-be0c0000be0c'
+const children: ChildProcess[] = []
+let work = ''
+
+function need (tool: string, pkg: string): void {
+  try {
+    execFileSync('which', [tool], { stdio: 'ignore' })
+  } catch {
+    if (process.getuid?.() !== 0) throw new Error(`${tool} is missing: apt-get install ${pkg}`)
+    execFileSync('apt-get', ['install', '-y', '-q', pkg], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } })
+  }
+}
+
+async function freePort (): Promise<number> {
+  return await new Promise(resolve => {
+    const s = createServer()
+    s.listen(0, '127.0.0.1', () => { const port = (s.address() as { port: number }).port; s.close(() => resolve(port)) })
+  })
+}
+
+async function nginx (name: string, body: string): Promise<void> {
+  const dir = join(work, name)
+  await mkdir(dir, { recursive: true })
+  const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map(t => `${t}_temp_path ${dir}/${t};`).join(' ')
+  await writeFile(join(dir, 'nginx.conf'), `worker_processes 1;\ndaemon off;\npid ${dir}/nginx.pid;\nerror_log ${dir}/error.log warn;\nevents { worker_connections 4096; }\nhttp {\n  access_log off;\n  ${temp}\n  keepalive_requests 1000000;\n${body}\n}\n`)
+  const child = spawn('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' })
+  children.push(child)
+  await new Promise(resolve => setTimeout(resolve, 300))
+}
+
+async function startHarness (env: Record<string, string>): Promise<{ api: string, tcp: string, peerId: string, multiaddrs: string[], token: string }> {
+  const child = spawn(process.execPath, [harness], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
+  children.push(child)
+  return await new Promise((resolve, reject) => {
+    let out = ''
+    child.stdout?.on('data', (c: Buffer) => {
+      out += c.toString()
+      const line = out.split('\n').find(l => l.startsWith('{'))
+      if (line != null) resolve(JSON.parse(line))
+    })
+    child.once('exit', code => reject(new Error(`harness exited with ${code}`)))
+  })
+}
+
+interface WrkResult { rps: number, p50: number, p99: number }
+
+function wrk (url: string, connections: number, headers: string[] = []): WrkResult {
+  const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', ...headers.flatMap(h => ['-H', h]), url]
+  const out = execFileSync('wrk', args, { encoding: 'utf8' })
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN)
+  const errors = /Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)/.exec(out)
+  if (errors != null) throw new Error(`wrk ${url}: ${errors[0]}`)
+  return { rps, p50: latency(out, '50%'), p99: latency(out, '99%') }
+}
+
+function latency (out: string, pct: string): number {
+  const m = new RegExp(`${pct}\\s+([\\d.]+)(us|ms|s)`).exec(out)
+  if (m == null) return NaN
+  const v = Number(m[1])
+  return m[2] === 'us' ? v / 1000 : m[2] === 'ms' ? v : v * 1000
+}
+
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] }
+
+try {
+  need('nginx', 'nginx-light')
+  need('wrk', 'wrk')
+  work = await mkdtemp(join(tmpdir(), 'corral-bench-proxy-http-'))
+  const upstream = await freePort()
+  const nginxProxy = await freePort()
+  await nginx('upstream', `  server { listen 127.0.0.1:${upstream}; location / { return 200 "hello from the upstream\\n"; } }`)
+  await nginx('proxy', `  upstream vm { server 127.0.0.1:${upstream}; keepalive 64; }\n  server { listen 127.0.0.1:${nginxProxy}; location / { proxy_pass http://vm; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; } }`)
+
+  const key = generateClusterKey()
+  const a = await startHarness({ BENCH_ROLE: 'a', BENCH_UPSTREAM: `127.0.0.1:${upstream}`, BENCH_KEY: key })
+  const b = await startHarness({ BENCH_ROLE: 'b', BENCH_UPSTREAM: `127.0.0.1:${upstream}`, BENCH_KEY: key, BENCH_BOOTSTRAP: a.multiaddrs[0], BENCH_OWNER: a.peerId })
+
+  const targets: Array<{ name: string, url: string, headers?: string[] }> = [
+    { name: 'direct to the upstream', url: `http://127.0.0.1:${upstream}/` },
+    { name: 'nginx reverse proxy', url: `http://127.0.0.1:${nginxProxy}/` },
+    { name: 'corral, same node, public route', url: `http://${a.api}/proxy/vms/${VM}/80/` },
+    { name: 'corral, same node, private (token)', url: `http://${a.api}/proxy/vms/${VM}/81/`, headers: [`Authorization: Bearer ${a.token}`] },
+    { name: 'corral, other node (mesh)', url: `http://${b.api}/proxy/vms/${VM}/80/` }
+  ]
+  // Warm-up: pools, JIT, the tunnel.
+  for (const t of targets) wrk(t.url, 8, t.headers)
+  const results = new Map<string, { rps: number[], p50: number[], p99: number[] }>(targets.map(t => [t.name, { rps: [], p50: [], p99: [] }]))
+  for (let round = 0; round < rounds; round++) {
+    for (const t of targets) {
+      const r = results.get(t.name) as { rps: number[], p50: number[], p99: number[] }
+      r.rps.push(wrk(t.url, 32, t.headers).rps)
+      const one = wrk(t.url, 1, t.headers)
+      r.p50.push(one.p50)
+      r.p99.push(one.p99)
+    }
+  }
+  const direct = results.get(targets[0].name) as { rps: number[], p50: number[] }
+  const viaNginx = results.get(targets[1].name) as { rps: number[], p50: number[] }
+  console.log(`proxy-http: ${rounds} rounds of ${seconds} s per target, ${cpus().length} CPUs, load average ${loadavg().map(l => l.toFixed(1)).join(' ')}`)
+  console.log('target                               req/s (32 conns)  vs nginx   p50 (1 conn)  added p50   p99 (1 conn)')
+  for (const t of targets) {
+    const r = results.get(t.name) as { rps: number[], p50: number[], p99: number[] }
+    const rps = median(r.rps)
+    const p50 = median(r.p50)
+    console.log(`${t.name.padEnd(37)}${rps.toFixed(0).padStart(10)}       ${(100 * rps / median(viaNginx.rps)).toFixed(0).padStart(4)}%   ${p50.toFixed(3).padStart(8)} ms  ${(p50 - median(direct.p50)).toFixed(3).padStart(8)} ms  ${median(r.p99).toFixed(3).padStart(8)} ms`)
+  }
+} finally {
+  for (const child of children) child.kill('SIGTERM')
+  await new Promise(resolve => setTimeout(resolve, 500))
+  if (work !== '') await rm(work, { recursive: true, force: true })
+}
