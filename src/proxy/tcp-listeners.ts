@@ -28,7 +28,8 @@ export class TcpListeners {
   constructor (dialer: Dialer, logger: Logger, host: string) {
     this.dialer = dialer
     this.logger = logger
-    this.host = host
+    // 'off' (or empty): this node serves no TCP routes.
+    this.host = host === 'off' ? '' : host
   }
 
   /** Brings the listeners in line with the TCP routes (called on every route change). */
@@ -52,7 +53,7 @@ export class TcpListeners {
   /** Where this node listens for a route, or why it does not. */
   status (id: string): { address?: string, error?: string } | undefined {
     const listener = this.listeners.get(id)
-    if (listener == null) return this.host === '' ? { error: 'this node serves no TCP routes (proxy.tcpListenHost is empty)' } : undefined
+    if (listener == null) return this.host === '' ? { error: 'this node serves no TCP routes (proxy.tcpListenHost is off)' } : undefined
     return { address: listener.address, error: listener.error }
   }
 

@@ -45,7 +45,7 @@ export interface ProxyInit {
   clusterDomain: string
   /** Node ports TCP routes may take, inclusive. */
   tcpPortRange: { from: number, to: number }
-  /** Address every node's TCP route listeners bind; empty: this node serves no TCP routes. */
+  /** Address this node's TCP route listeners bind; 'off' (or empty): this node serves no TCP routes. */
   tcpListenHost: string
   connectTimeoutMs: number
   /** HMAC key for signed URLs; every node of a cluster must hold the same one. */

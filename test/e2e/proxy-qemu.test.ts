@@ -22,7 +22,7 @@ before(async () => {
   token = (await call(a.url, 'POST', '/api/v1/auth/token', { body: { username: 'admin', password: ADMIN_PASSWORD } })).body.token
   const join = (await call(a.url, 'GET', '/api/v1/cluster/join-token', { token })).body.token as string
   // B serves no TCP routes of its own (A already binds their ports on this machine's loopback).
-  b = await startNodeProcess({ ...fast, CORRAL_NODE_NAME: 'gateway', CORRAL_JOIN_TOKEN: join, CORRAL_ADMIN_PASSWORD: '', CORRAL_PROXY_TCP_LISTEN_HOST: '' })
+  b = await startNodeProcess({ ...fast, CORRAL_NODE_NAME: 'gateway', CORRAL_JOIN_TOKEN: join, CORRAL_ADMIN_PASSWORD: '', CORRAL_PROXY_TCP_LISTEN_HOST: 'off' })
   await eventually('B sees both hosts alive', async () => (await call((b as NodeProcess).url, 'GET', '/api/v1/hosts', { token })).body.items?.filter((h: { state: string }) => h.state === 'alive').length === 2)
   const created = await call(b.url, 'POST', '/api/v1/vms?wait=true', { token, body: { image: 'corral-test-guest', name: 'proxied', hostLabels: { node: 'vm-host' } } })
   assert.equal(created.status, 201, JSON.stringify(created.body))
