@@ -124,5 +124,28 @@ export const examples: Record<string, Example> = {
   'POST /api/v1/catalog/:id/revoke': async (fx) => ({ path: `/api/v1/catalog/${await fx.catalogImage(unique('img'))}/revoke`, body: { version: '1.0', reason: 'CVE-2024-0001' } }),
   'POST /api/v1/catalog/:id/restore': async (fx) => ({ path: `/api/v1/catalog/${await fx.catalogImage(unique('img'))}/restore`, body: {} }),
   'POST /api/v1/catalog/:id/pull': async (fx) => ({ path: `/api/v1/catalog/${await fx.catalogImage(unique('img'))}/pull`, body: { version: '1.0' }, cleanup: (res) => waitForJob(fx, res) }),
-  'POST /api/v1/catalog/:id/prefetch': async (fx) => ({ path: `/api/v1/catalog/${await fx.catalogImage(unique('img'))}/prefetch`, body: { hostLabels: { rack: 'a' } } })
+  'POST /api/v1/catalog/:id/prefetch': async (fx) => ({ path: `/api/v1/catalog/${await fx.catalogImage(unique('img'))}/prefetch`, body: { hostLabels: { rack: 'a' } } }),
+  'GET /api/v1/proxy/routes': async () => ({ path: '/api/v1/proxy/routes' }),
+  'POST /api/v1/proxy/routes': async (fx) => {
+    const vm = await fx.createVm()
+    return {
+      path: '/api/v1/proxy/routes',
+      body: { vm: vm.id, port: 80, protocol: 'http', public: true },
+      cleanup: async (res) => { await ignore(async () => { if (res.status === 201) await fx.proxy.deleteRoute(res.body.id, 'test') }); await removeVm(fx, vm.id) }
+    }
+  },
+  'GET /api/v1/proxy/routes/:id': async (fx) => {
+    const vm = await fx.createVm()
+    const route = await fx.proxy.createRoute({ vm: vm.id, port: 22, protocol: 'tcp' }, 'admin')
+    return { path: `/api/v1/proxy/routes/${route.id}`, cleanup: async () => { await ignore(() => fx.proxy.deleteRoute(route.id, 'test')); await removeVm(fx, vm.id) } }
+  },
+  'DELETE /api/v1/proxy/routes/:id': async (fx) => {
+    const vm = await fx.createVm()
+    const route = await fx.proxy.createRoute({ vm: vm.id, port: 8080, protocol: 'http' }, 'admin')
+    return { path: `/api/v1/proxy/routes/${route.id}`, cleanup: async () => { await ignore(() => fx.proxy.deleteRoute(route.id, 'test')); await removeVm(fx, vm.id) } }
+  },
+  'POST /api/v1/proxy/grants': async (fx) => {
+    const vm = await fx.createVm()
+    return { path: '/api/v1/proxy/grants', body: { vm: vm.id, port: 80, ttlSeconds: 60 }, cleanup: () => removeVm(fx, vm.id) }
+  }
 }

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
 import { createApiServer, type ApiServer, type RouteDef } from '../../src/api/index.ts'
+import { createProxyService, type ProxyService } from '../../src/proxy/index.ts'
 import { BUILTIN_ROLE_NAMES, createAuthService, type AuthService, type BuiltinRoleName } from '../../src/auth/index.ts'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { CatalogService, LocalImages, createFolderProvider } from '../../src/catalog/index.ts'
@@ -65,6 +66,8 @@ export interface ApiFixture {
   catalogBundle: string
   /** Pushes a tiny image under a fresh id and returns the id. */
   catalogImage: (id: string, options?: { requiredClaims?: string[] }) => Promise<string>
+  /** The reverse proxy (no mesh, no TCP listeners: the proxy's own behaviour is tested in test/proxy). */
+  proxy: ProxyService
   /** Log lines at warn and above, as JSON text: a 500 leaves an error line here. */
   problems: string[]
   request: (method: string, path: string, options?: RequestOptions) => Promise<ApiResponse>
@@ -144,6 +147,13 @@ export async function startApiFixture (options: FixtureOptions = {}): Promise<Ap
     await host.start()
     stack.push(async () => await host.stop())
 
+    const proxy = createProxyService({ vms: host, logger, clock }, {
+      clusterDomain: '', tcpPortRange: { from: 40000, to: 40999 }, tcpListenHost: 'off', connectTimeoutMs: 2000,
+      signingKey: new Uint8Array(32), signedUrlMaxSeconds: 3600
+    })
+    await proxy.start()
+    stack.push(async () => await proxy.stop())
+
     // A stand-in for the mesh: the cluster routes' own behaviour is tested with real nodes in test/e2e.
     const cluster = {
       self: () => ({ peerId: '12D3KooWFixture', nodeName: 'fixture', multiaddrs: ['/ip4/127.0.0.1/tcp/7946/p2p/12D3KooWFixture'] }),
@@ -152,7 +162,7 @@ export async function startApiFixture (options: FixtureOptions = {}): Promise<Ap
     }
     // Prefetch needs the mesh; its own behaviour is tested with real nodes in test/e2e.
     const prefetch = async (ref: string): Promise<{ ref: string, hosts: [] }> => ({ ref, hosts: [] })
-    const api: ApiServer = createApiServer({ auth, vms: host, images, logger, clock, cluster, catalog: { service: catalog, prefetch } }, {
+    const api: ApiServer = createApiServer({ auth, vms: host, images, proxy, logger, clock, cluster, catalog: { service: catalog, prefetch } }, {
       addr: '127.0.0.1:0', maxBodyBytes: MAX_BODY_BYTES, version: '0.0.0-test'
     })
     await api.start()
@@ -210,6 +220,7 @@ export async function startApiFixture (options: FixtureOptions = {}): Promise<Ap
       host,
       driver,
       catalog,
+      proxy,
       catalogBundle: bundle,
       catalogImage,
       problems,
@@ -227,7 +238,7 @@ export async function startApiFixture (options: FixtureOptions = {}): Promise<Ap
 /** What every caller sees of the node's state: the GET listings, as admin. */
 export async function snapshot (fx: ApiFixture): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {}
-  for (const path of ['/api/v1/users', '/api/v1/roles', '/api/v1/api-keys', '/api/v1/images', '/api/v1/vms', '/api/v1/hosts', '/api/v1/catalog']) {
+  for (const path of ['/api/v1/users', '/api/v1/roles', '/api/v1/api-keys', '/api/v1/images', '/api/v1/vms', '/api/v1/hosts', '/api/v1/catalog', '/api/v1/proxy/routes']) {
     const res = await fx.request('GET', path, { token: fx.tokens.admin })
     if (res.status !== 200) throw new Error(`GET ${path} as admin failed: ${res.status} ${res.text}`)
     out[path] = res.body
