@@ -10,7 +10,7 @@ import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Context, Next } from 'koa'
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws'
-import { UnauthenticatedError, type Claim } from '../auth/index.ts'
+import { UnauthenticatedError, type Claim, type Principal } from '../auth/index.ts'
 import { GRANT_COOKIE, GRANT_PARAM, type ConnectionInfo, type HttpTarget, type ProxyService, type ProxyTarget } from '../proxy/index.ts'
 import type { ApiComponents } from './components.ts'
 import { credentialOf } from './credentials.ts'
@@ -18,6 +18,13 @@ import { toProblem } from './problem.ts'
 
 /** Reaching a port inside a VM gives the power of running commands in it. */
 const CONNECT_CLAIM: Claim = 'vm:exec'
+/**
+ * A browser or a load test sends the same token with every request: checking its signature each
+ * time costs more than proxying the request. Principals are remembered this long (so a revoked
+ * token or a removed role can still pass for up to 5 s here), for at most this many credentials.
+ */
+const PRINCIPAL_CACHE_MS = 5000
+const PRINCIPAL_CACHE_SIZE = 1000
 const PORT_FORWARD = /^\/api\/v1\/vms\/(vm-[0-9a-f]{1,64})\/port-forward\/([0-9]{1,5})$/
 
 /** Who is let through and how: the subject for the log, and what to strip or set on the way. */
@@ -39,6 +46,21 @@ export function createProxyGateway (components: ApiComponents, proxy: ProxyServi
   const { auth, logger } = components
   // Tunnel frames are at most what the CLI reads at once from a socket (64 KiB); leave room.
   const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * 1024 * 1024, perMessageDeflate: false })
+  const principals = new Map<string, { principal: Principal, until: number }>()
+
+  /** auth.authenticate, remembered briefly per credential (see PRINCIPAL_CACHE_MS). */
+  async function authenticate (credential: string): Promise<Principal> {
+    const now = components.clock()
+    const known = principals.get(credential)
+    if (known != null && known.until > now) return known.principal
+    const principal = await auth.authenticate(credential)
+    if (principals.size >= PRINCIPAL_CACHE_SIZE) {
+      for (const [key, entry] of principals) if (entry.until <= now) principals.delete(key)
+      if (principals.size >= PRINCIPAL_CACHE_SIZE) principals.delete(principals.keys().next().value as string)
+    }
+    principals.set(credential, { principal, until: now + PRINCIPAL_CACHE_MS })
+    return principal
+  }
 
   async function admit (req: IncomingMessage, target: ProxyTarget, url: URL): Promise<Admission> {
     if (proxy.isPublic(target, 'http')) return { subject: 'public' }
@@ -64,7 +86,7 @@ export function createProxyGateway (components: ApiComponents, proxy: ProxyServi
       if (cookieError != null) throw cookieError
       throw new UnauthenticatedError(`port ${target.port} of VM ${target.vm} is private: send Authorization: Bearer <token> or X-Api-Key, or open a signed URL (POST /api/v1/proxy/grants); a route marked public needs none`)
     }
-    const principal = await auth.authenticate(credential)
+    const principal = await authenticate(credential)
     auth.authorize(principal, CONNECT_CLAIM)
     return { subject: principal.subject, credentialHeader: typeof req.headers.authorization === 'string' && /^Bearer\s/i.test(req.headers.authorization) ? 'authorization' : 'x-api-key' }
   }
