@@ -34,6 +34,7 @@ class Proxy implements ProxyService {
   private readonly onVm = (event: Event): void => { this.vmChanged((event as CustomEvent<VmEventDetail>).detail) }
 
   constructor (components: ProxyComponents, init: ProxyInit) {
+    if (init.tcpPortRange.from > init.tcpPortRange.to) throw new RangeError(`proxy.tcpPortRange runs from ${init.tcpPortRange.from} down to ${init.tcpPortRange.to}; give the lower port first`)
     this.c = components
     this.init = init
     const logger = components.logger
