@@ -15,11 +15,12 @@ import type { RecordStore } from '../node/index.ts'
 import { ChunkStore } from './chunk-store.ts'
 import { ImageCache, cachedName, type CachedImage } from './image-cache.ts'
 import { CatalogRecords, checkImageId, checkVersion, normaliseArch, parseRef, DEFAULT_TAG, TAG } from './records.ts'
-import { Repository } from './repository.ts'
+import { Repository, knownLocations } from './repository.ts'
 import { packFolder, type BlobSink } from './pack.ts'
-import { unpackBundle, removeTree } from './unpack.ts'
-import { countHeld, fetchChunk, fetchMissing, type ChunkRouting, type ChunkSource, type FetchCounters } from './transfer.ts'
-export type { ChunkSource } from './transfer.ts'
+import { BundleWriter, removeTree } from './unpack.ts'
+import { countHeld, fetchSegment, segmentsOf, type BlobSource, type FetchCounters, type Segment, type SegmentRouting } from './transfer.ts'
+import { forEachLimit } from './pool.ts'
+export type { BlobSource, Segment } from './transfer.ts'
 import { decodeManifest, encodeManifest, manifestDigest, blobIds, type BundleManifest } from './manifest.ts'
 import { DEFAULT_CHUNKING, type ChunkingParams } from './chunker.ts'
 import { describeBundle, type GuestOverrides } from './describe-bundle.ts'
@@ -57,6 +58,10 @@ export interface CatalogInit {
   cacheOnPush?: boolean
   /** Least time between two progress events of one transfer. */
   progressIntervalMs?: number
+  /** Stored bytes per segment, the unit of fetching and of ownership in a swarm (default 8 MiB). */
+  segmentBytes?: number
+  /** A push uploads a pack once it holds this many bytes (default 32 MiB). */
+  packBytes?: number
 }
 
 export interface PushOptions {
@@ -118,8 +123,8 @@ export interface CatalogEvents {
 export interface PeerRouting {
   /** A pull of this manifest starts on this node; `swarm` names peers told to pull it at the same time. */
   begin: (manifest: string, swarm?: string[]) => Promise<void>
-  /** Where else than the provider to look for a chunk, best first. */
-  sources: (id: string, round: number, manifest: string) => ChunkSource[]
+  /** Where else than the provider to look for a segment's chunks, best first. */
+  sources: (segment: Segment, round: number, manifest: string) => BlobSource[]
   /** The pull ended (ok: this node now holds every chunk). */
   end: (manifest: string, ok: boolean) => Promise<void>
 }
@@ -151,8 +156,8 @@ export class CatalogService extends EventTarget {
   private readonly abort = new AbortController()
   private peerRouting?: PeerRouting
   private started = false
-  /** One fetch per chunk at a time, whoever asks (a pull here, a peer's request). */
-  private readonly chunkFetches = new Map<string, Promise<void>>()
+  /** One fetch per segment at a time, whoever asks (a pull here, a peer's request). */
+  private readonly segmentFetches = new Map<string, Promise<Map<string, Buffer>>>()
   private readonly stats: CatalogMetrics = { providerBytesRead: 0, peerBytesIn: 0, peerBytesOut: 0, corruptChunks: 0 }
 
   constructor (components: CatalogComponents, init: CatalogInit) {
@@ -351,7 +356,10 @@ export class CatalogService extends EventTarget {
     progress.phase = 'uploading'
     emit(true)
     const local: BlobSink | undefined = this.init.cacheOnPush === false ? undefined : { has: async () => undefined, put: async (id, stored) => { await this.store.put(id, stored, { verified: true }) } }
-    const manifest = await packFolder(path, repo.sink({ signal: this.abort.signal, also: local }), {
+    // Where the chunks of earlier versions in this provider are: those are referenced, not stored again.
+    const earlier = await Promise.all(this.records.allVersions().filter(v => v.provider === providerName).map(async v => await this.manifestOf(v).catch(() => undefined)))
+    const sink = repo.packSink({ signal: this.abort.signal, also: local, known: knownLocations(earlier.filter((m): m is BundleManifest => m != null)), packBytes: this.init.packBytes, concurrency: Math.max(1, Math.floor(this.init.concurrency / 2)) })
+    const manifest = await packFolder(path, sink, {
       chunking: this.init.chunking ?? DEFAULT_CHUNKING,
       zstdLevel: this.init.zstdLevel,
       concurrency: this.init.concurrency,
@@ -455,39 +463,46 @@ export class CatalogService extends EventTarget {
       progress.phase = 'chunks'
       emit(true)
       const routing = this.routing(version)
-      const fetchOptions = { concurrency: this.init.concurrency, signal, logger: this.log, onChunk: () => emit(false) }
+      const options = { signal, logger: this.log }
       const peers = missing.length > 0 ? this.peerRouting : undefined
       await peers?.begin(version.manifest, swarm)
+      let ok = false
       try {
-        await fetchMissing(manifest, missing, progress, { ...fetchOptions, obtain: async (id, size) => await this.obtainChunk(id, size, routing, progress, fetchOptions) })
-      } catch (err) {
-        await peers?.end(version.manifest, false).catch(() => {})
-        throw err
-      }
-      await peers?.end(version.manifest, true).catch(() => {})
-      progress.phase = 'unpacking'
-      emit(true)
-      const image = await this.cache.add(version, manifest, async parent => await unpackBundle(manifest, parent, {
-        concurrency: this.init.concurrency,
-        signal,
-        // A chunk that went bad (or missing) on this disk since it was fetched is fetched again.
-        readChunk: async (id, size) => {
+        // Chunks go straight into the unpacked files as they arrive (held ones from the store),
+        // segment by segment; nothing is read back afterwards.
+        const image = await this.cache.add(version, manifest, async parent => {
+          const writer = await BundleWriter.create(manifest, parent)
           try {
-            return await this.store.readPlain(id, size)
+            await forEachLimit(segmentsOf(manifest, this.init.segmentBytes), this.init.concurrency, async segment => {
+              const fetched = await this.obtainSegment(segment, manifest, routing, progress, options)
+              for (const id of segment.ids) {
+                const plain = fetched.get(id) ?? await this.heldPlain(id, segment, manifest, routing, progress, options)
+                await writer.place(id, plain)
+                if (fetched.has(id)) {
+                  progress.chunksDone++
+                  progress.bytesDone += manifest.blobs[id].stored
+                }
+              }
+              emit(false)
+            })
+            progress.phase = 'unpacking'
+            emit(true)
+            return await writer.finish()
           } catch (err) {
-            if (!(err instanceof ChunkCorruptError) && !(err instanceof ChunkNotFoundError)) throw err
-            if (err instanceof ChunkCorruptError) progress.corruptChunks++
-            await this.obtainChunk(id, size, routing, progress, fetchOptions)
-            return await this.store.readPlain(id, size)
+            await writer.abort()
+            throw err
           }
-        }
-      }))
-      await rm(marker, { force: true })
-      progress.phase = 'done'
-      emit(true)
-      this.log.info({ image: version.image, version: version.version, arch: version.arch, fromProviderMiB: mib(progress.bytesFromProvider), fromPeersMiB: mib(progress.bytesFromPeers), reusedChunks: progress.chunksReused, corrupt: progress.corruptChunks }, 'image pulled')
-      this.changed('pulled')
-      return image
+        })
+        ok = true
+        await rm(marker, { force: true })
+        progress.phase = 'done'
+        emit(true)
+        this.log.info({ image: version.image, version: version.version, arch: version.arch, fromProviderMiB: mib(progress.bytesFromProvider), fromPeersMiB: mib(progress.bytesFromPeers), reusedChunks: progress.chunksReused, corrupt: progress.corruptChunks }, 'image pulled')
+        this.changed('pulled')
+        return image
+      } finally {
+        await peers?.end(version.manifest, ok).catch(() => {})
+      }
     } catch (err) {
       // Keep the marker (and the chunks) when the node is stopping, so the next start resumes;
       // drop it when the pull itself is hopeless.
@@ -501,40 +516,73 @@ export class CatalogService extends EventTarget {
     }
   }
 
-  /** Brings one chunk into the store; concurrent asks for the same chunk share one fetch. */
-  private async obtainChunk (id: string, plainSize: number, routing: ChunkRouting, progress: FetchCounters, options: { signal: AbortSignal, logger: Logger }): Promise<void> {
-    if (this.store.has(id)) return
-    const running = this.chunkFetches.get(id)
-    if (running != null) return await running
-    const mine: FetchCounters = { bytesFromPeers: 0, bytesFromProvider: 0, corruptChunks: 0 }
-    const p = fetchChunk(id, plainSize, this.store, routing, mine, options).finally(() => {
-      this.chunkFetches.delete(id)
-      progress.bytesFromPeers += mine.bytesFromPeers
-      progress.bytesFromProvider += mine.bytesFromProvider
-      progress.corruptChunks += mine.corruptChunks
-      this.stats.peerBytesIn += mine.bytesFromPeers
-      this.stats.providerBytesRead += mine.bytesFromProvider
-      this.stats.corruptChunks += mine.corruptChunks
-    })
-    this.chunkFetches.set(id, p)
-    return await p
+  /** A chunk the store held: its plain bytes, or (gone bad on this disk) fetched again. */
+  private async heldPlain (id: string, segment: Segment, manifest: BundleManifest, routing: SegmentRouting, progress: FetchCounters, options: { signal: AbortSignal, logger: Logger }): Promise<Buffer> {
+    try {
+      return await this.store.readPlain(id, manifest.blobs[id].size)
+    } catch (err) {
+      if (!(err instanceof ChunkCorruptError) && !(err instanceof ChunkNotFoundError)) throw err
+      if (err instanceof ChunkCorruptError) progress.corruptChunks++
+      const again = await fetchSegment(segment, [id], manifest, this.store, routing, progress, options)
+      return again.get(id) as Buffer
+    }
   }
 
   /**
-   * A chunk a peer asks this node to fetch for it (this node owns it in the swarm pulling the
-   * manifest): from this node's store, else from the provider, once, into the store.
+   * Fetches the chunks of a segment the store lacks; resolves with the plain bytes it fetched.
+   * One fetch per segment at a time on this node, whoever asks (a pull here, a peer's request);
+   * a caller that joined another's fetch gets what that fetch got.
    */
-  async chunkForPeer (id: string, manifestDigest: string, signal: AbortSignal): Promise<Buffer | undefined> {
-    if (!this.store.has(id)) {
-      const version = this.records.allVersions().find(v => v.manifest === manifestDigest && this.init.providers[v.provider] != null)
-      if (version == null) return undefined
-      const manifest = await this.manifestOf(version)
-      const info = manifest.blobs[id]
-      if (info == null) return undefined
-      const providerOnly: ChunkRouting = { sources: () => this.routing(version, false).sources(id, 0) }
-      await this.obtainChunk(id, info.size, providerOnly, { bytesFromPeers: 0, bytesFromProvider: 0, corruptChunks: 0 }, { signal, logger: this.log })
+  private async obtainSegment (segment: Segment, manifest: BundleManifest, routing: SegmentRouting, progress: FetchCounters, options: { signal: AbortSignal, logger: Logger }): Promise<Map<string, Buffer>> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const wanted = segment.ids.filter(id => !this.store.has(id))
+      if (wanted.length === 0) return new Map()
+      const running = this.segmentFetches.get(segment.key)
+      if (running != null) {
+        const got = await running.catch(() => new Map<string, Buffer>())
+        if (wanted.every(id => got.has(id) || this.store.has(id))) return new Map([...got].filter(([id]) => wanted.includes(id)))
+        continue
+      }
+      const mine: FetchCounters = { bytesFromPeers: 0, bytesFromProvider: 0, corruptChunks: 0 }
+      const p = fetchSegment(segment, wanted, manifest, this.store, routing, mine, options).finally(() => {
+        this.segmentFetches.delete(segment.key)
+        progress.bytesFromPeers += mine.bytesFromPeers
+        progress.bytesFromProvider += mine.bytesFromProvider
+        progress.corruptChunks += mine.corruptChunks
+        this.stats.peerBytesIn += mine.bytesFromPeers
+        this.stats.providerBytesRead += mine.bytesFromProvider
+        this.stats.corruptChunks += mine.corruptChunks
+      })
+      this.segmentFetches.set(segment.key, p)
+      return await p
     }
-    return await this.store.readStored(id).catch(() => undefined)
+    return await fetchSegment(segment, segment.ids.filter(id => !this.store.has(id)), manifest, this.store, routing, progress, options)
+  }
+
+  /**
+   * Chunks a peer asks for. With `fetch` (this node owns their segment in the swarm pulling the
+   * manifest) what this node lacks is fetched from the provider first, once, into the store.
+   */
+  async blobsForPeer (ids: string[], manifestDigest: string, fetch: boolean, signal: AbortSignal): Promise<Map<string, Buffer>> {
+    if (fetch && ids.some(id => !this.store.has(id))) {
+      const version = this.records.allVersions().find(v => v.manifest === manifestDigest && this.init.providers[v.provider] != null)
+      if (version != null) {
+        const manifest = await this.manifestOf(version)
+        const wanted = new Set(ids)
+        const providerOnly = this.routing(version, false)
+        const counters: FetchCounters = { bytesFromPeers: 0, bytesFromProvider: 0, corruptChunks: 0 }
+        for (const segment of segmentsOf(manifest, this.init.segmentBytes).filter(seg => seg.ids.some(id => wanted.has(id)))) {
+          await this.obtainSegment(segment, manifest, providerOnly, counters, { signal, logger: this.log })
+        }
+      }
+    }
+    const out = new Map<string, Buffer>()
+    for (const id of ids) {
+      if (!this.store.has(id)) continue
+      const stored = await this.store.readStored(id).catch(() => undefined)
+      if (stored != null) out.set(id, stored)
+    }
+    return out
   }
 
   private allPinned (): Set<string> {
@@ -543,15 +591,25 @@ export class CatalogService extends EventTarget {
     return all
   }
 
-  private routing (version: CatalogVersion, usePeers = true): ChunkRouting {
+  private routing (version: CatalogVersion, usePeers = true): SegmentRouting {
     const repo = this.repository(version.provider)
-    const provider: ChunkSource = {
+    let blobs: BundleManifest['blobs'] | undefined
+    const provider: BlobSource = {
       kind: 'provider',
       label: repo.provider.describe(),
-      fetch: async (id, signal) => await repo.getChunk(id, { signal })
+      fetch: async (ids, signal) => {
+        blobs ??= (await this.manifestOf(version)).blobs
+        const where = blobs
+        return await repo.fetchBlobs(ids.map(id => ({ id, info: where[id] })), { signal })
+      }
     }
     return {
-      sources: (id, round) => [...(usePeers ? this.peerRouting?.sources(id, round, version.manifest) ?? [] : []), provider]
+      sources: (segment, round) => {
+        const peers = usePeers ? this.peerRouting?.sources(segment, round, version.manifest) ?? [] : []
+        // Peers get a second chance before the bucket is read: a slow owner is still cheaper
+        // than every host reading the same bytes from storage.
+        return round === 0 && peers.length > 0 ? peers : [...peers, provider]
+      }
     }
   }
 

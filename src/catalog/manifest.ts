@@ -27,6 +27,9 @@ export interface BlobInfo {
   size: number
   /** Bytes as stored and transferred (compressed). */
   stored: number
+  /** The pack object holding it, and where in that pack; absent: its own object chunks/<aa>/<id>. */
+  pack?: string
+  offset?: number
 }
 
 export interface BundleManifest {
@@ -103,6 +106,8 @@ export function validateManifest (raw: unknown): BundleManifest {
     if (!CHUNK_ID.test(id)) fail(`blob id "${id}" is not a SHA-256 in hex`)
     const b = info as Record<string, unknown> | null
     if (typeof b !== 'object' || b == null || !isSize(b.size) || !isSize(b.stored) || (b.size as number) === 0) fail(`blob ${id} needs whole positive size and stored`)
+    const loc = b as Record<string, unknown>
+    if (loc.pack !== undefined && (typeof loc.pack !== 'string' || !CHUNK_ID.test(loc.pack) || !isSize(loc.offset))) fail(`blob ${id} has a malformed pack location`)
     storedSize += (b as unknown as BlobInfo).stored
   }
   if (!Array.isArray(m.entries) || m.entries.length > MAX_ENTRIES) fail(`entries must be a list of at most ${MAX_ENTRIES}`)

@@ -9,8 +9,10 @@
  *      that swarm, so every node agrees without talking): the owner fetches it from the provider
  *      once, on demand, and serves it to the others;
  *   3. at the provider, always the last resort.
- * Chunks travel over `/corral/catalog-chunks/1.0.0` byte streams (stored form, compressed); the
- * receiver checks each against its id, so a peer can never hand over bad bytes.
+ * The unit is a segment (neighbouring chunks of one pack, about 8 MiB): ownership is per segment,
+ * so an owner reads it from storage as one ranged read. Chunks travel over
+ * `/corral/catalog-chunks/1.0.0` byte streams (stored form, compressed); the receiver checks each
+ * against its id, so a peer can never hand over bad bytes.
  *
  * Prefetch sends `catalog.prefetch` to every alive host matching labels, with the whole swarm
  * named, so they split the provider reads from the first chunk on.
@@ -20,7 +22,7 @@ import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { MeshNode } from '../node/index.ts'
 import type { CatalogService, PeerRouting } from './catalog-service.ts'
-import type { ChunkSource } from './transfer.ts'
+import type { BlobSource, Segment } from './transfer.ts'
 import { ChunkNotFoundError } from './errors.ts'
 import type { CatalogUser, PrefetchResult } from './types.ts'
 
@@ -29,8 +31,9 @@ export const HOLDERS = 'catalog-holders'
 const PREFETCH_METHOD = 'catalog.prefetch'
 
 const MAX_REQUEST_BYTES = 64 * 1024
-/** A stored chunk is at most maxSize (64 MiB) plus a codec byte. */
-const MAX_RESPONSE_BYTES = 65 * 1024 * 1024
+/** One request asks for the chunks of one segment (about 8 MiB), never more than this. */
+const MAX_IDS = 1024
+const MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 const STATUS_OK = 0
 const STATUS_NOT_FOUND = 1
 const STATUS_ERROR = 2
@@ -52,7 +55,7 @@ export interface CatalogPeersComponents {
 }
 
 export interface CatalogPeersInit {
-  /** Longest wait for a chunk from a peer, including its own fetch from the provider. */
+  /** Longest wait for a segment from a peer, including its own fetch from the provider. */
   fetchTimeoutMs?: number
   /**
    * How long a pull that was not told its swarm waits after announcing itself, so that nodes
@@ -138,7 +141,7 @@ export class CatalogPeers implements PeerRouting {
     else await this.c.mesh.records.delete(HOLDERS, holderId(manifest, this.self)).catch(() => false)
   }
 
-  sources (id: string, round: number, manifest: string): ChunkSource[] {
+  sources (segment: Segment, round: number, manifest: string): BlobSource[] {
     if (round >= 2) return []
     const alive = this.alivePeers()
     const holders: string[] = []
@@ -149,14 +152,14 @@ export class CatalogPeers implements PeerRouting {
       if (h.state === 'complete') holders.push(h.peerId)
       else pulling.add(h.peerId)
     }
-    const out: ChunkSource[] = []
+    const out: BlobSource[] = []
     // Holders first: they have it. Round 1 asks a different one than round 0 did.
-    const rankedHolders = rank(holders, id)
+    const rankedHolders = rank(holders, segment.key)
     const holder = rankedHolders[Math.min(round, rankedHolders.length - 1)]
-    if (holder != null) out.push(this.peerSource(holder, id, manifest, false))
-    if (round === 0) {
-      const owner = rank([...pulling], id)[0]
-      if (owner != null && owner !== this.self && owner !== holder) out.push(this.peerSource(owner, id, manifest, true))
+    if (holder != null) out.push(this.peerSource(holder, manifest, false))
+    if (round <= 1) {
+      const owner = rank([...pulling], segment.key)[0]
+      if (owner != null && owner !== this.self && owner !== holder) out.push(this.peerSource(owner, manifest, true))
     }
     return out
   }
@@ -172,66 +175,81 @@ export class CatalogPeers implements PeerRouting {
     })
   }
 
-  private peerSource (peerId: string, id: string, manifest: string, fetch: boolean): ChunkSource {
+  private peerSource (peerId: string, manifest: string, fetch: boolean): BlobSource {
     return {
       kind: 'peer',
       label: `peer ${peerId}${fetch ? ' (owner)' : ''}`,
-      fetch: async (_id, signal) => await this.fetchFromPeer(peerId, { id, manifest, fetch }, signal)
+      fetch: async (ids, signal) => await this.fetchFromPeer(peerId, { ids, manifest, fetch }, signal)
     }
   }
 
   // ---- the wire ----
 
-  /** One chunk from a peer: write the request, half-close, read status + length + bytes. */
-  async fetchFromPeer (peerId: string, request: { id: string, manifest: string, fetch: boolean }, signal: AbortSignal): Promise<Buffer> {
+  /**
+   * Chunks from a peer: write the request, half-close, then read one answer per chunk asked
+   * (status byte, 4-byte length, bytes). What the peer lacks is left out of the result.
+   */
+  async fetchFromPeer (peerId: string, request: { ids: string[], manifest: string, fetch: boolean }, signal: AbortSignal): Promise<Map<string, Buffer>> {
     const bounded = AbortSignal.any([signal, this.abort.signal, AbortSignal.timeout(this.fetchTimeoutMs)])
     const stream = await this.c.mesh.openStream(peerId, CHUNK_PROTOCOL, { signal: bounded })
+    // A peer that goes away mid-answer errors the stream; readAll reports it, this keeps it handled.
+    stream.on('error', () => {})
     try {
-      const body = Buffer.from(JSON.stringify({ op: 'chunk', ...request }))
+      const body = Buffer.from(JSON.stringify({ op: 'chunks', ...request }))
       const head = Buffer.alloc(4)
       head.writeUInt32BE(body.length)
       stream.end(Buffer.concat([head, body]))
       const reply = await readAll(stream, MAX_RESPONSE_BYTES, bounded)
-      if (reply.length < 5) throw new ChunkNotFoundError(`peer ${peerId} closed the chunk stream without an answer`, { peerId })
-      const length = reply.readUInt32BE(1)
-      const payload = reply.subarray(5, 5 + length)
-      if (payload.length !== length) throw new ChunkNotFoundError(`peer ${peerId} sent ${payload.length} of ${length} bytes of chunk ${request.id.slice(0, 12)}…`, { peerId })
-      if (reply[0] === STATUS_OK) return payload
-      throw new ChunkNotFoundError(`peer ${peerId} has no chunk ${request.id.slice(0, 12)}…: ${payload.toString('utf8')}`, { peerId, chunk: request.id })
+      const out = new Map<string, Buffer>()
+      let off = 0
+      for (const id of request.ids) {
+        if (reply.length - off < 5) break
+        const status = reply[off]
+        const length = reply.readUInt32BE(off + 1)
+        const payload = reply.subarray(off + 5, off + 5 + length)
+        if (payload.length !== length) break
+        if (status === STATUS_OK) out.set(id, payload)
+        off += 5 + length
+      }
+      return out
     } finally {
       stream.destroy()
     }
   }
 
   private async serve (stream: Duplex, peerId: string): Promise<void> {
+    // The asking peer may vanish at any time (killed, partitioned): that must never throw here.
+    stream.on('error', (err: Error) => { this.c.logger.debug({ peer: peerId, err: err.message }, 'a chunk stream to a peer broke') })
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.fetchTimeoutMs)])
-    const answer = (status: number, payload: Buffer): void => {
+    const frame = (status: number, payload: Buffer): Buffer => {
       const head = Buffer.alloc(5)
       head[0] = status
       head.writeUInt32BE(payload.length, 1)
-      stream.end(Buffer.concat([head, payload]))
+      return Buffer.concat([head, payload])
     }
     try {
       const raw = await readAll(stream, MAX_REQUEST_BYTES, signal)
       const length = raw.length >= 4 ? raw.readUInt32BE(0) : -1
-      const request = length > 0 && raw.length >= 4 + length ? JSON.parse(raw.subarray(4, 4 + length).toString('utf8')) as { op?: string, id?: unknown, manifest?: unknown, fetch?: unknown } : undefined
-      if (request?.op !== 'chunk' || typeof request.id !== 'string' || !/^[0-9a-f]{64}$/.test(request.id) || typeof request.manifest !== 'string') {
-        answer(STATUS_ERROR, Buffer.from('malformed request'))
+      const request = length > 0 && raw.length >= 4 + length ? JSON.parse(raw.subarray(4, 4 + length).toString('utf8')) as { op?: string, ids?: unknown, manifest?: unknown, fetch?: unknown } : undefined
+      const ids = request?.ids
+      if (request?.op !== 'chunks' || !Array.isArray(ids) || ids.length > MAX_IDS || !ids.every(id => typeof id === 'string' && /^[0-9a-f]{64}$/.test(id)) || typeof request.manifest !== 'string') {
+        stream.end(frame(STATUS_ERROR, Buffer.from('malformed request')))
         return
       }
-      const service = this.c.service
-      const stored = request.fetch === true
-        ? await service.chunkForPeer(request.id, request.manifest, signal)
-        : service.store.has(request.id) ? await service.store.readStored(request.id).catch(() => undefined) : undefined
-      if (stored == null) {
-        answer(STATUS_NOT_FOUND, Buffer.from('not held here'))
-        return
+      const got = await this.c.service.blobsForPeer(ids as string[], request.manifest, request.fetch === true, signal)
+      let sent = 0
+      for (const id of ids as string[]) {
+        const stored = got.get(id)
+        if (stored != null) sent += stored.length
+        const piece = stored != null ? frame(STATUS_OK, stored) : frame(STATUS_NOT_FOUND, Buffer.alloc(0))
+        if (stream.destroyed) return
+        if (!stream.write(piece)) await drained(stream)
       }
-      service.countServed(stored.length)
-      answer(STATUS_OK, stored)
+      stream.end()
+      this.c.service.countServed(sent)
     } catch (err) {
-      this.c.logger.debug({ peer: peerId, err: (err as Error).message }, 'could not serve a chunk to a peer')
-      if (!stream.destroyed && stream.writable) answer(STATUS_ERROR, Buffer.from((err as Error).message.slice(0, 500)))
+      this.c.logger.debug({ peer: peerId, err: (err as Error).message }, 'could not serve chunks to a peer')
+      if (!stream.destroyed && stream.writable) stream.end(frame(STATUS_ERROR, Buffer.from((err as Error).message.slice(0, 500))))
     }
   }
 
@@ -267,7 +285,7 @@ function holderId (manifest: string, peerId: string): string {
   return `${manifest}:${peerId}`
 }
 
-/** Peers ordered by rendezvous score for a chunk: every node computes the same order. */
+/** Peers ordered by rendezvous score for a segment: every node computes the same order. */
 function rank (peers: string[], id: string): string[] {
   return peers
     .map(p => ({ p, score: createHash('sha256').update(p).update(id).digest().readUIntBE(0, 6) }))
@@ -290,6 +308,19 @@ async function readAll (stream: Duplex, max: number, signal: AbortSignal): Promi
     signal.removeEventListener('abort', onAbort)
   }
   return Buffer.concat(parts)
+}
+
+/** Resolves when a stream can take more, or when it closes (the next write then fails or is skipped). */
+async function drained (stream: Duplex): Promise<void> {
+  await new Promise<void>(resolve => {
+    const done = (): void => {
+      stream.off('drain', done)
+      stream.off('close', done)
+      resolve()
+    }
+    stream.once('drain', done)
+    stream.once('close', done)
+  })
 }
 
 async function sleep (ms: number, signal: AbortSignal): Promise<void> {

@@ -16,6 +16,10 @@ export interface BlobSink {
   /** The stored size if the destination holds this chunk already (then it is not sent again). */
   has: (id: string) => Promise<number | undefined>
   put: (id: string, stored: Buffer, plainSize: number) => Promise<void>
+  /** Called once every chunk was put: store what is still buffered. */
+  flush?: () => Promise<void>
+  /** Where the destination keeps a chunk (a pack and an offset), recorded in the manifest. */
+  locate?: (id: string) => { pack?: string, offset?: number } | undefined
 }
 
 export interface PackProgress {
@@ -127,9 +131,14 @@ export async function packFolder (folder: string, sink: BlobSink, options: PackO
     throw err
   }
   await pool.drain()
+  await sink.flush?.()
   report()
   const blobs: Record<string, BlobInfo> = {}
-  for (const id of seen) blobs[id] = infos.get(id) as BlobInfo
+  for (const id of seen) {
+    const info = infos.get(id) as BlobInfo
+    const at = sink.locate?.(id)
+    blobs[id] = at?.pack != null && at.offset != null ? { ...info, pack: at.pack, offset: at.offset } : info
+  }
   const storedSize = Object.values(blobs).reduce((n, b) => n + b.stored, 0)
   return { format: MANIFEST_FORMAT, root: basename(root), chunking, entries, blobs, size: progress.totalBytes, storedSize }
 }

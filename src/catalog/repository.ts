@@ -1,19 +1,45 @@
 /**
  * How the catalog lays its objects out in a provider:
- *   chunks/<aa>/<sha256>                 a chunk blob (codec byte + bytes)
+ *   packs/<aa>/<sha256>                  chunk blobs appended into objects of about 32 MiB
+ *   chunks/<aa>/<sha256>                 a chunk as its own object (read only; older pushes)
  *   manifests/<sha256>.json              a bundle manifest, named by its digest
  *   images/<id>/<version>/<arch>.json    the version record, so a bucket describes itself
- * Chunks shared by versions are stored once: a push asks before it uploads.
+ * A manifest says where each chunk is (pack and offset). Packs keep requests few: a pull reads
+ * byte ranges spanning many chunks, at close to the speed of one large download. A push learns
+ * where the chunks it shares with earlier versions already are from their manifests, and stores
+ * only the new ones.
  */
+import { createHash } from 'node:crypto'
 import type { BlobSink } from './pack.ts'
-import { decodeManifest, encodeManifest, manifestDigest, type BundleManifest } from './manifest.ts'
+import { decodeManifest, encodeManifest, manifestDigest, type BlobInfo, type BundleManifest } from './manifest.ts'
 import { ObjectNotFoundError, ManifestInvalidError } from './errors.ts'
+import { TaskPool } from './pool.ts'
 import type { ProviderCallOptions, StorageProvider } from './providers/types.ts'
 import type { CatalogVersion } from './types.ts'
 
 export const chunkKey = (id: string): string => `chunks/${id.slice(0, 2)}/${id}`
+export const packKey = (pack: string): string => `packs/${pack.slice(0, 2)}/${pack}`
 export const manifestKey = (digest: string): string => `manifests/${digest}.json`
 export const versionKey = (image: string, version: string, arch: string): string => `images/${image}/${version}/${arch}.json`
+
+/** Where a stored chunk is: in a pack at an offset, or (no pack) its own object. */
+export type Location = Pick<BlobInfo, 'stored' | 'pack' | 'offset'>
+
+export interface PackSinkOptions extends ProviderCallOptions {
+  /** Chunks already in the provider (from earlier manifests): not stored again. */
+  known: Map<string, Location>
+  /** A pack is uploaded once it holds this many bytes. */
+  packBytes?: number
+  /** Packs uploading at once. */
+  concurrency?: number
+  /** Also gets every new chunk (the pushing node's cache). */
+  also?: BlobSink
+}
+
+/** Largest gap between two wanted chunks of a pack that one ranged read spans rather than splits. */
+const MAX_GAP = 64 * 1024
+/** Largest single ranged read. */
+const MAX_RANGE = 32 * 1024 * 1024
 
 export class Repository {
   readonly provider: StorageProvider
@@ -22,19 +48,96 @@ export class Repository {
     this.provider = provider
   }
 
-  /** A sink for packFolder: chunks the provider has already are neither compressed nor sent. */
-  sink (options: ProviderCallOptions & { also?: BlobSink } = {}): BlobSink {
-    return {
-      has: async id => await this.provider.head(chunkKey(id), options),
-      put: async (id, stored, plainSize) => {
-        await this.provider.put(chunkKey(id), stored, options)
-        await options.also?.put(id, stored, plainSize)
+  /** A sink for packFolder that appends new chunks into packs and uploads each as it fills. */
+  packSink (options: PackSinkOptions): BlobSink & { locate: (id: string) => Location | undefined, flush: () => Promise<void>, packsWritten: () => number } {
+    const packBytes = options.packBytes ?? 32 * 1024 * 1024
+    const pool = new TaskPool(options.concurrency ?? 2)
+    const written = new Map<string, Location>()
+    let parts: Array<{ id: string, stored: Buffer }> = []
+    let bytes = 0
+    let packs = 0
+    const upload = async (batch: Array<{ id: string, stored: Buffer }>): Promise<void> => {
+      const data = Buffer.concat(batch.map(p => p.stored))
+      const pack = createHash('sha256').update(data).digest('hex')
+      await this.provider.put(packKey(pack), data, options)
+      let offset = 0
+      for (const p of batch) {
+        written.set(p.id, { stored: p.stored.length, pack, offset })
+        offset += p.stored.length
       }
+      packs++
+    }
+    const cut = async (): Promise<void> => {
+      if (parts.length === 0) return
+      const batch = parts
+      parts = []
+      bytes = 0
+      await pool.add(async () => await upload(batch))
+    }
+    return {
+      has: async id => options.known.get(id)?.stored ?? written.get(id)?.stored,
+      put: async (id, stored, plainSize) => {
+        parts.push({ id, stored })
+        bytes += stored.length
+        await options.also?.put(id, stored, plainSize)
+        if (bytes >= packBytes) await cut()
+      },
+      locate: id => options.known.get(id) ?? written.get(id),
+      flush: async () => {
+        await cut()
+        await pool.drain()
+      },
+      packsWritten: () => packs
     }
   }
 
-  async getChunk (id: string, options?: ProviderCallOptions): Promise<Buffer> {
-    return await this.provider.get(chunkKey(id), options)
+  /**
+   * The stored bytes of these chunks (unchecked: the caller checks each against its id): chunks
+   * in the same pack come in ranged reads that span neighbours (a gap under 1 MiB is read through),
+   * others one object each. A chunk the provider lacks is missing from the result.
+   */
+  async fetchBlobs (blobs: Array<{ id: string, info: Location }>, options?: ProviderCallOptions): Promise<Map<string, Buffer>> {
+    const out = new Map<string, Buffer>()
+    const byPack = new Map<string, Array<{ id: string, offset: number, stored: number }>>()
+    for (const { id, info } of blobs) {
+      if (info.pack == null || info.offset == null) {
+        try {
+          out.set(id, await this.provider.get(chunkKey(id), options))
+        } catch (err) {
+          if (!(err instanceof ObjectNotFoundError)) throw err
+        }
+        continue
+      }
+      let list = byPack.get(info.pack)
+      if (list == null) byPack.set(info.pack, list = [])
+      list.push({ id, offset: info.offset, stored: info.stored })
+    }
+    for (const [pack, list] of byPack) {
+      list.sort((a, b) => a.offset - b.offset)
+      let i = 0
+      while (i < list.length) {
+        const start = list[i].offset
+        let end = start + list[i].stored
+        let j = i + 1
+        while (j < list.length && list[j].offset - end <= MAX_GAP && list[j].offset + list[j].stored - start <= MAX_RANGE) {
+          end = Math.max(end, list[j].offset + list[j].stored)
+          j++
+        }
+        let data: Buffer
+        try {
+          data = await this.provider.getRange(packKey(pack), start, end, options)
+        } catch (err) {
+          if (err instanceof ObjectNotFoundError) { i = j; continue }
+          throw err
+        }
+        for (const b of list.slice(i, j)) {
+          const slice = data.subarray(b.offset - start, b.offset - start + b.stored)
+          if (slice.length === b.stored) out.set(b.id, slice)
+        }
+        i = j
+      }
+    }
+    return out
   }
 
   async putManifest (manifest: BundleManifest, options?: ProviderCallOptions): Promise<string> {
@@ -59,4 +162,15 @@ export class Repository {
   async putVersionDoc (version: CatalogVersion, options?: ProviderCallOptions): Promise<void> {
     await this.provider.put(versionKey(version.image, version.version, version.arch), Buffer.from(JSON.stringify(version, null, 2)), options)
   }
+}
+
+/** Where each packed chunk of these manifests is, for a push to the same provider to reuse. */
+export function knownLocations (manifests: BundleManifest[]): Map<string, Location> {
+  const known = new Map<string, Location>()
+  for (const m of manifests) {
+    for (const [id, b] of Object.entries(m.blobs)) {
+      if (b.pack != null && b.offset != null && !known.has(id)) known.set(id, { stored: b.stored, pack: b.pack, offset: b.offset })
+    }
+  }
+  return known
 }

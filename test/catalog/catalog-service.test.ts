@@ -4,7 +4,7 @@ import { readFile, writeFile, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CatalogFixture, counting, makeImage, users } from './fixture.ts'
 import type { CatalogService } from '../../src/catalog/catalog-service.ts'
-import { chunkKey } from '../../src/catalog/repository.ts'
+import { packKey, fetchBlobsOf } from './pack-helpers.ts'
 import {
   CatalogAccessDeniedError, CatalogVersionExistsError, ImageRevokedError, ChunkCorruptError, CatalogVersionNotFoundError, CacheFullError
 } from '../../src/catalog/errors.ts'
@@ -68,25 +68,26 @@ test('versions are immutable, and a second version uploads and downloads only wh
 test('a pull interrupted part way resumes at the next start and does not fetch again what it has', async () => {
   const a = await fx.service('a')
   await pushGuest(a, '1.0', 3, 600_000)
+  const version = a.show('guest').versions[0]
   const provider = counting(fx.provider!)
-  const chunksTotal = a.show('guest').versions[0].chunks
-  provider.failAfter = 1 + Math.floor(chunksTotal / 2) // the manifest, then half the chunks
+  // The manifest, then a few segments (one ranged read each); then storage "goes away".
+  provider.failAfter = 4
   const b = await fx.service('b', { providers: { folder: provider }, concurrency: 1 })
   await assert.rejects(b.pull('guest', { user: users.ci }))
   assert.equal(b.localImages().length, 0)
   await b.stop()
-  const fetchedBefore = provider.gets.filter(k => k.startsWith('chunks/'))
-  assert.ok(fetchedBefore.length > 0 && fetchedBefore.length < chunksTotal)
+  const bytesBefore = provider.chunkBytes
+  assert.ok(bytesBefore > 0 && bytesBefore < version.storedSize)
   assert.ok((await readdir(join(fx.root, 'b', 'pulls'))).length === 1, 'the pull is remembered')
 
-  // The "restarted" node: same cache folder, provider back.
+  // The "restarted" node: same cache folder, storage back.
   provider.failAfter = undefined
-  provider.gets.length = 0
+  provider.chunkBytes = 0
   const again = await fx.service('b', { providers: { folder: provider } })
   await eventually(() => again.localImages().length === 1)
-  const fetchedAfter = provider.gets.filter(k => k.startsWith('chunks/'))
-  assert.equal(fetchedBefore.length + fetchedAfter.length, chunksTotal, 'every chunk fetched exactly once over both runs')
-  assert.ok(!fetchedAfter.some(k => fetchedBefore.includes(k)))
+  const job = again.listJobs()[0]
+  assert.ok(job.progress.chunksReused > 0, 'the chunks fetched before the restart were kept')
+  assert.equal(bytesBefore + provider.chunkBytes, version.storedSize, 'every stored byte read exactly once over both runs')
   assert.deepEqual(await readdir(join(fx.root, 'b', 'pulls')), [])
 })
 
@@ -95,8 +96,8 @@ test('a corrupt chunk from the provider is detected and fetched again; one corru
   const folder = await pushGuest(a, '1.0')
   const provider = counting(fx.provider!)
   const manifest = await a.manifestOf(a.show('guest').versions[0])
-  const victim = Object.keys(manifest.blobs)[1]
-  provider.corruptNext.set(chunkKey(victim), 1)
+  const victim = manifest.blobs[Object.keys(manifest.blobs)[1]]
+  provider.corruptInPack.push({ pack: victim.pack!, offset: victim.offset!, stored: victim.stored, times: 1 })
   const b = await fx.service('b', { providers: { folder: provider } })
   const job = b.startPull('guest', users.ci)
   await b.waitForJob(job.id)
@@ -106,7 +107,7 @@ test('a corrupt chunk from the provider is detected and fetched again; one corru
 
   // Damaged in storage for good: the pull gives up with a clear error and nothing is unpacked.
   const c = await fx.service('c', { providers: { folder: provider } })
-  provider.corruptNext.set(chunkKey(victim), 100)
+  provider.corruptInPack.push({ pack: victim.pack!, offset: victim.offset!, stored: victim.stored, times: 100 })
   await assert.rejects(c.pull('guest', { user: users.ci }), (err: Error) => err instanceof ChunkCorruptError && /push this version again/.test(err.message))
   assert.deepEqual(c.localImages(), [])
 })
@@ -118,7 +119,7 @@ test('a chunk that goes bad in the local cache before unpacking is fetched again
   const manifest = await a.manifestOf(a.show('guest').versions[0])
   // Put a corrupt copy where b's store keeps that chunk, as a failing disk would.
   const victim = Object.keys(manifest.blobs)[0]
-  const stored = await fx.provider!.get(chunkKey(victim))
+  const stored = (await fetchBlobsOf(fx.provider!, manifest, [victim])).get(victim)!
   await b.store.put(victim, stored)
   await writeFile(join(fx.root, 'b', 'chunks', victim.slice(0, 2), victim), Buffer.from([1, 2, 3]))
   const local = await b.pull('guest', { user: users.ci })

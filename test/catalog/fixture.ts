@@ -36,23 +36,35 @@ export class MemoryRecords implements RecordStore {
 }
 
 export interface Counting extends StorageProvider {
+  /** Keys read (get or ranged get), one entry per request. */
   gets: string[]
-  /** Keys whose next n gets return flipped bytes. */
+  /** Bytes read from packs and chunk objects. */
+  chunkBytes: number
+  /** Keys whose next n whole-object gets return flipped bytes. */
   corruptNext: Map<string, number>
-  /** Fails every get after this many (to interrupt a pull); undefined: never. */
+  /** Chunks in packs whose next n reads return a flipped byte inside them. */
+  corruptInPack: Array<{ pack: string, offset: number, stored: number, times: number }>
+  /** Fails every read after this many (to interrupt a pull); undefined: never. */
   failAfter?: number
 }
 
-/** Wraps a provider: counts gets, corrupts or fails them on demand. */
+/** Wraps a provider: counts reads, corrupts or fails them on demand. */
 export function counting (inner: StorageProvider): Counting {
+  const gate = (key: string): void => {
+    if (wrapper.failAfter != null && wrapper.gets.length >= wrapper.failAfter) throw new Error('simulated outage')
+    wrapper.gets.push(key)
+  }
+  const isChunkData = (key: string): boolean => key.startsWith('packs/') || key.startsWith('chunks/')
   const wrapper: Counting = {
     ...inner,
     gets: [],
+    chunkBytes: 0,
     corruptNext: new Map(),
+    corruptInPack: [],
     get: async (key, options) => {
-      if (wrapper.failAfter != null && wrapper.gets.length >= wrapper.failAfter) throw new Error('simulated outage')
-      wrapper.gets.push(key)
+      gate(key)
       const data = await inner.get(key, options)
+      if (isChunkData(key)) wrapper.chunkBytes += data.length
       const n = wrapper.corruptNext.get(key) ?? 0
       if (n > 0) {
         wrapper.corruptNext.set(key, n - 1)
@@ -61,6 +73,21 @@ export function counting (inner: StorageProvider): Counting {
         return bad
       }
       return data
+    },
+    getRange: async (key, start, end, options) => {
+      gate(key)
+      const data = await inner.getRange(key, start, end, options)
+      if (isChunkData(key)) wrapper.chunkBytes += data.length
+      let out = data
+      for (const victim of wrapper.corruptInPack) {
+        const at = victim.offset + (victim.stored >> 1)
+        if (victim.times > 0 && key.endsWith(victim.pack) && at >= start && at < end) {
+          victim.times--
+          out = Buffer.from(out)
+          out[at - start] ^= 0x55
+        }
+      }
+      return out
     }
   }
   return wrapper
@@ -92,6 +119,8 @@ export class CatalogFixture {
       providers: { folder: this.provider as StorageProvider },
       concurrency: 4,
       chunking: { algorithm: 'fastcdc-gear32-v1', minSize: 4096, avgSize: 16384, maxSize: 65536 },
+      segmentBytes: 64 * 1024,
+      packBytes: 256 * 1024,
       progressIntervalMs: 0,
       ...init
     })

@@ -7,7 +7,7 @@ import { MeshFixture, eventually, type TestNode } from '../node/fixture.ts'
 import { CatalogService } from '../../src/catalog/catalog-service.ts'
 import { CatalogPeers } from '../../src/catalog/p2p.ts'
 import { createFolderProvider } from '../../src/catalog/providers/folder.ts'
-import { chunkKey } from '../../src/catalog/repository.ts'
+import { corruptInFolder } from './pack-helpers.ts'
 import { removeTree } from '../../src/catalog/unpack.ts'
 import { counting, logger, makeImage, users, type Counting } from './fixture.ts'
 
@@ -24,7 +24,8 @@ async function host (i: number): Promise<Host> {
   const provider = counting(createFolderProvider({ path: join(dir, 'bucket') }))
   const catalog = new CatalogService({ logger: logger.child({ node: i }), records: node.mesh.records, clock: Date.now, hostArch: async () => 'x86_64' }, {
     cacheDir: join(dir, `cache-${i}`), cacheMaxBytes: 1 << 30, providers: { folder: provider }, concurrency: 4,
-    chunking: { algorithm: 'fastcdc-gear32-v1', minSize: 16 * 1024, avgSize: 64 * 1024, maxSize: 256 * 1024 }, cacheOnPush: false
+    chunking: { algorithm: 'fastcdc-gear32-v1', minSize: 16 * 1024, avgSize: 64 * 1024, maxSize: 256 * 1024 }, cacheOnPush: false,
+    segmentBytes: 256 * 1024, packBytes: 1024 * 1024
   })
   await catalog.start()
   const peers = new CatalogPeers({
@@ -37,7 +38,6 @@ async function host (i: number): Promise<Host> {
   return h
 }
 
-const chunkGets = (h: Host): string[] => h.provider.gets.filter(k => k.startsWith('chunks/'))
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'corral-p2p-'))
@@ -62,10 +62,10 @@ test('four hosts prefetching a new image together read each chunk from storage a
   assert.ok(result.hosts.every(h => h.status === 'started'), JSON.stringify(result))
   await eventually('all four have the image', () => pullers.every(h => h.catalog.localImages().some(i => i.name === 'swarm:1.0')), 30_000)
 
-  const reads = pullers.map(h => chunkGets(h).length)
+  const reads = pullers.map(h => h.provider.chunkBytes)
   const total = reads.reduce((a, b) => a + b, 0)
-  assert.ok(total <= version.chunks * 1.2, `storage served ${total} chunk reads for ${version.chunks} chunks pulled by 4 hosts (${reads.join(', ')})`)
-  assert.ok(reads.every(r => r < version.chunks), `the reads were split between hosts: ${reads.join(', ')}`)
+  assert.ok(total <= version.storedSize * 1.2, `storage served ${total} bytes for an image of ${version.storedSize} stored bytes pulled by 4 hosts (${reads.join(', ')})`)
+  assert.ok(reads.every(r => r < version.storedSize), `the reads were split between hosts: ${reads.join(', ')}`)
   const fromPeers = pullers.reduce((n, h) => n + h.catalog.metrics().peerBytesIn, 0)
   assert.ok(fromPeers > version.storedSize, 'most bytes travelled between peers')
   for (const h of pullers) {
@@ -78,15 +78,11 @@ test('a host pulling an image others hold reads nothing from storage; a corrupt 
   const [pusher] = hosts
   // Everyone but the pusher holds swarm:1.0 now. Damage one of its chunks in storage.
   const manifest = await pusher.catalog.manifestOf(pusher.catalog.records.version('swarm', '1.0', 'x86_64')!)
-  const victim = Object.keys(manifest.blobs)[3]
-  const file = join(dir, 'bucket', ...chunkKey(victim).split('/'))
-  const bytes = await readFile(file)
-  bytes[bytes.length >> 1] ^= 0xff
-  await writeFile(file, bytes)
+  await corruptInFolder(join(dir, 'bucket'), manifest, Object.keys(manifest.blobs)[3])
 
-  pusher.provider.gets.length = 0
+  pusher.provider.chunkBytes = 0
   const local = await pusher.catalog.pull('swarm:1.0', { user: users.ci })
-  assert.equal(chunkGets(pusher).length, 0, 'every chunk came from the hosts that hold it')
+  assert.equal(pusher.provider.chunkBytes, 0, 'every chunk came from the hosts that hold it')
   assert.ok((await readFile(join(local.path, 'base.qcow2'))).length === 3 * 1024 * 1024)
 })
 

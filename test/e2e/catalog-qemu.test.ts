@@ -9,6 +9,7 @@ import { eventually } from '../helpers/eventually.ts'
 import { BlobServiceClient } from '@azure/storage-blob'
 import { startAzurite, startS3Server, startWebdav, S3_TEST_CREDENTIALS, WEBDAV_API_KEY, type RunningServer } from '../helpers/storage-servers.ts'
 import { buildTestGuest, killProcessesMentioning } from '../drivers/qemu/helpers.ts'
+import { corruptInFolder } from '../catalog/pack-helpers.ts'
 
 // The catalog end to end on real node processes: node A (sim driver) pushes the real qemu test
 // guest to each provider (a folder, S3 on s3rver, Azure Blob on Azurite, Artifactory's protocol on
@@ -57,7 +58,7 @@ before(async () => {
 })
 
 after(async () => {
-  if (process.env.CORRAL_E2E_DUMP != null) for (const node of [a, b]) process.stderr.write(node?.log().split('\n').filter(l => /warn|error|"level":[45]0/.test(l)).slice(-40).join('\n') ?? '')
+  if (process.env.CORRAL_E2E_DUMP != null) for (const node of [a, b]) process.stderr.write(node?.log().split('\n').slice(-30).join('\n') ?? '')
   for (const node of [b, a]) {
     if (node == null) continue
     await node.stop()
@@ -211,10 +212,7 @@ test('a chunk corrupted in storage comes from a peer with a good copy; with none
   const manifest = JSON.parse(await readFile(join(catalogEnv.CORRAL_CATALOG_FOLDER_PATH, 'manifests', `${pushed.result.manifest as string}.json`), 'utf8'))
   const initrdEntry = manifest.entries.find((e: { path: string }) => e.path === 'initrd.img')
   const victim = initrdEntry.chunks.at(-1)[0] as string
-  const file = join(catalogEnv.CORRAL_CATALOG_FOLDER_PATH, 'chunks', victim.slice(0, 2), victim)
-  const bytes = await readFile(file)
-  bytes[bytes.length >> 1] ^= 0xff
-  await writeFile(file, bytes)
+  await corruptInFolder(catalogEnv.CORRAL_CATALOG_FOLDER_PATH, manifest, victim)
   await eventually('B knows the image', async () => (await call(b!.url, 'GET', '/api/v1/catalog/guest-corrupt', { token: admin })).status === 200 ? true : undefined)
 
   // A still holds a good copy of every chunk (it pushed them): B's pull takes the bad one from A.

@@ -62,9 +62,21 @@ export function createS3Provider (init: S3ProviderInit): StorageProvider {
     return new ProviderError(`${where}: ${op} ${key} failed: ${e.name ?? 'Error'}${status != null ? ` (HTTP ${status})` : ''}: ${e.message ?? ''}${hint}`, { provider: 's3', key, status })
   }
 
-  const bytesOf = async (body: unknown): Promise<Buffer> => {
-    const array = await (body as { transformToByteArray: () => Promise<Uint8Array> }).transformToByteArray()
-    return Buffer.from(array.buffer, array.byteOffset, array.byteLength)
+  /** The body into one buffer of its announced length: no list of pieces concatenated at the end. */
+  const bytesOf = async (body: unknown, length: number | undefined): Promise<Buffer> => {
+    if (length == null || typeof (body as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] !== 'function') {
+      const array = await (body as { transformToByteArray: () => Promise<Uint8Array> }).transformToByteArray()
+      return Buffer.from(array.buffer, array.byteOffset, array.byteLength)
+    }
+    const out = Buffer.allocUnsafe(length)
+    let at = 0
+    for await (const piece of body as AsyncIterable<Uint8Array>) {
+      if (at + piece.length > length) throw new Error(`the server sent more than the ${length} bytes it announced`)
+      out.set(piece, at)
+      at += piece.length
+    }
+    if (at !== length) throw new Error(`the server sent ${at} of the ${length} bytes it announced`)
+    return out
   }
 
   async function putMultipart (key: string, data: Buffer, signal?: AbortSignal): Promise<void> {
@@ -103,7 +115,7 @@ export function createS3Provider (init: S3ProviderInit): StorageProvider {
     async get (key, options) {
       try {
         const res = await client.send(new GetObjectCommand({ Bucket, Key: keyOf(key) }), { abortSignal: options?.signal })
-        return await bytesOf(res.Body)
+        return await bytesOf(res.Body, res.ContentLength)
       } catch (err) {
         throw fail('get', key, err)
       }
@@ -112,7 +124,7 @@ export function createS3Provider (init: S3ProviderInit): StorageProvider {
       if (end <= start) return Buffer.alloc(0)
       try {
         const res = await client.send(new GetObjectCommand({ Bucket, Key: keyOf(key), Range: `bytes=${start}-${end - 1}` }), { abortSignal: options?.signal })
-        return await bytesOf(res.Body)
+        return await bytesOf(res.Body, res.ContentLength)
       } catch (err) {
         throw fail('get', key, err)
       }
