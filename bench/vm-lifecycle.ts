@@ -40,7 +40,7 @@ try {
     const created = await call(node.url, 'POST', '/api/v1/vms?wait=true', { token, body: { image: 'sim-ubuntu-24.04', cpus: 1, memoryMiB: 256 } })
     if (created.status !== 201 || created.body.state !== 'running') throw new Error(`create answered ${created.status}: ${JSON.stringify(created.body)}`)
     const deleted = await call(node.url, 'DELETE', `/api/v1/vms/${created.body.id as string}`, { token })
-    if (deleted.status !== 204) throw new Error(`delete answered ${deleted.status}`)
+    if (deleted.status !== 204) throw new Error(`delete answered ${deleted.status}: ${JSON.stringify(deleted.body)}`)
   }
 
   async function timedCycles (n: number, parallel: number): Promise<number> {

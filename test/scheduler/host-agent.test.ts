@@ -130,3 +130,17 @@ test('two lifecycle actions on one VM at once: the second is refused, never inte
   assert.equal(refused.reason.name, 'InvalidVmStateError')
   assert.match(refused.reason.message, /under way/)
 })
+
+test('a VM can be deleted the moment it is reported running', async () => {
+  const { host } = await makeHost()
+  for (let i = 0; i < 20; i++) {
+    const { vm } = await host.create({ image: 'sim-ubuntu-24.04', owner: 'a' })
+    // What a client polling GET sees: the first moment the record says running.
+    await new Promise<void>(resolve => {
+      const check = (): void => { if (host.get(vm.id).state === 'running') resolve(); else setImmediate(check) }
+      check()
+    })
+    await host.delete(vm.id)
+  }
+  assert.equal(host.list().length, 0)
+})

@@ -146,16 +146,25 @@ export class ClusterVms extends EventTarget implements VmService {
       gatewayName: self.nodeName,
       state: 'queued'
     }
-    await this.savePending(pending)
-    const outcome = await this.submit(pending)
+    // Kept in memory while the first submission runs, and on disk only if it has to wait: until the
+    // client has its answer nothing is promised, and most requests are placed at once.
+    this.pending.set(pending.id, pending)
+    let outcome: SubmitOutcome
+    try {
+      outcome = await this.submit(pending)
+    } catch (err) {
+      this.pending.delete(pending.id)
+      throw err
+    }
     if (outcome.outcome === 'placed') {
-      await this.forgetPending(pending.id)
+      this.pending.delete(pending.id)
       return { vm: outcome.vm, done: this.watch(pending.id, request.start !== false ? 'running' : 'stopped', pending.deadline) }
     }
     if (outcome.outcome === 'rejected') {
-      await this.forgetPending(pending.id)
+      this.pending.delete(pending.id)
       throw new InsufficientCapacityError(outcome.reason, { rejected: outcome.rejected })
     }
+    // submit() has written it to disk, with its position, since it waits.
     this.dispatchEvent(new CustomEvent('vm', { detail: { type: 'vm.state', vm: pendingAsVm(pending), at: new Date(now).toISOString() } satisfies VmEvent }))
     return { vm: pendingAsVm(pending), done: this.watch(pending.id, request.start !== false ? 'running' : 'stopped', pending.deadline) }
   }
@@ -220,14 +229,39 @@ export class ClusterVms extends EventTarget implements VmService {
    * queue time is up is answered as it stands (the resubmit round marks it failed).
    */
   private async settled (id: string, want: 'running' | 'stopped', deadline: number): Promise<VmRecord> {
-    while (true) {
-      const vm = await this.get(id).catch(() => undefined)
-      if (vm == null) throw new VmNotFoundError(`VM ${id} was deleted while it was being created`, { id })
-      if (vm.state === want || vm.state === 'failed') return vm
-      if (vm.state === 'queued' && this.c.clock() > deadline + this.init.resubmitMs * 2) return vm
-      await new Promise(resolve => setTimeout(resolve, 100))
-    }
+    // Woken by the VM's own events (local ones at once, remote ones as gossip relays them), with a
+    // slow re-check as a safety net, so thousands of creates do not mean thousands of poll loops.
+    return await new Promise<VmRecord>((resolve, reject) => {
+      let over = false
+      const finish = (settle: () => void): void => {
+        if (over) return
+        over = true
+        this.removeEventListener('vm', onEvent)
+        clearInterval(timer)
+        settle()
+      }
+      const gone = (): void => finish(() => reject(new VmNotFoundError(`VM ${id} was deleted while it was being created`, { id })))
+      const consider = (vm: VmRecord): void => {
+        if (vm.state === want || vm.state === 'failed') finish(() => resolve(vm))
+        else if (vm.state === 'queued' && this.c.clock() > deadline + this.init.resubmitMs * 2) finish(() => resolve(vm))
+      }
+      const onEvent = (event: Event): void => {
+        const detail = (event as CustomEvent<VmEvent>).detail
+        if (detail.vm.id !== id) return
+        if (detail.type === 'vm.deleted') gone()
+        else consider(detail.vm)
+      }
+      const check = async (): Promise<void> => {
+        const vm = await this.get(id).catch(() => undefined)
+        if (vm == null) gone()
+        else consider(vm)
+      }
+      this.addEventListener('vm', onEvent)
+      const timer = setInterval(() => { void check() }, 1000)
+      void check()
+    })
   }
+
 
   private placedSomewhere (id: string): boolean {
     if (this.c.host.list().some(v => v.id === id)) return true
@@ -296,6 +330,12 @@ export class ClusterVms extends EventTarget implements VmService {
     const owner = await this.owner(id)
     if (owner.local) return await this.c.host.forwardPort(id, guestPort)
     return await this.call<PortForward>(owner.member, VM_RPC.forwardPort, { id, guestPort })
+  }
+
+  /** Which node runs the VM: the proxy carries connections to it there. */
+  async locate (id: string): Promise<{ local: true } | { local: false, peerId: string, nodeName: string }> {
+    const owner = await this.owner(id)
+    return owner.local ? { local: true } : { local: false, peerId: owner.member.peerId, nodeName: owner.member.nodeName }
   }
 
   async exec (id: string, options: ExecOptions & { caller?: string }): Promise<ExecResult> {

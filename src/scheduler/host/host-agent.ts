@@ -175,8 +175,10 @@ export class HostAgent extends EventTarget {
     this.emit({ type: 'vm.state', vm: record, at: now })
     this.components.logger.info({ vm: id, name, image: image.name, owner: request.owner, ...want }, 'VM admitted')
 
-    this.busy.set(id, 'create')
-    const done = this.track(this.provision(record, image, request.start !== false).finally(() => this.busy.delete(id)))
+    // No busy mark: while provisioning the VM is creating or starting, which the state machine
+    // already refuses other actions in; a mark released after the last state change would make a
+    // delete right after ?wait=true answered "running" fail for a moment.
+    const done = this.track(this.provision(record, image, request.start !== false))
     return { vm: structuredClone(record), done }
   }
 
