@@ -9,8 +9,15 @@ const version = (JSON.parse(readFileSync(new URL('../../package.json', import.me
 // The CLI is the only place that reads the environment; everything below gets values passed in.
 const env = process.env
 
+// `--version` alone prints the version; anywhere else it belongs to a subcommand (`corral catalog
+// push --version 1.2`), which commander would otherwise take for the program's version flag.
+if (process.argv.length === 3 && process.argv[2] === '--version') {
+  process.stdout.write(`${version}\n`)
+  process.exit(0)
+}
+
 const program = new Command('corral')
-  .version(version)
+  .version(version, '-V', 'output the version number (also: corral --version)')
   .description('disposable VMs for CI across a mesh of hosts')
   .addOption(new Option('--server <url>', 'node to talk to').env('CORRAL_URL'))
   .addOption(new Option('--token <token>', 'token to use instead of the saved login').env('CORRAL_TOKEN'))
