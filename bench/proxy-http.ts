@@ -3,7 +3,8 @@
  * run on loopback: requests per second (32 keep-alive connections) and median / p99 latency of one
  * connection (wrk). Upstream: nginx answering a small page, one worker. nginx as reverse proxy:
  * one worker, keep-alive to the upstream. corral: bench/proxy-harness.ts processes, the API server
- * with the proxy as a node mounts it; "same node" runs the VM, "other node" reaches it over the mesh.
+ * with the proxy as a node mounts it; "same node" runs the VM, "other node" reaches it through a
+ * direct tunnel. Also the CPU the proxying processes spent per request (robust to a busy machine).
  * Rounds alternate the targets; medians are printed. Asserts nothing.
  *
  *   node bench/proxy-http.ts [rounds=3] [seconds=5]
@@ -11,6 +12,7 @@
  * Needs nginx and wrk (Debian: apt-get install nginx-light wrk; the bench installs them as root).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir, cpus, loadavg } from 'node:os'
@@ -41,7 +43,18 @@ async function freePort (): Promise<number> {
   })
 }
 
-async function nginx (name: string, body: string): Promise<void> {
+/** CPU seconds (user + system) a process has used so far. */
+function cpuSeconds (pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100
+}
+
+/** The worker of an nginx master started with worker_processes 1. */
+function workerOf (master: number): number {
+  return Number(readFileSync(`/proc/${master}/task/${master}/children`, 'utf8').trim().split(' ')[0])
+}
+
+async function nginx (name: string, body: string): Promise<number> {
   const dir = join(work, name)
   await mkdir(dir, { recursive: true })
   const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map(t => `${t}_temp_path ${dir}/${t};`).join(' ')
@@ -49,9 +62,10 @@ async function nginx (name: string, body: string): Promise<void> {
   const child = spawn('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' })
   children.push(child)
   await new Promise(resolve => setTimeout(resolve, 300))
+  return workerOf(child.pid as number)
 }
 
-async function startHarness (env: Record<string, string>): Promise<{ api: string, tcp: string, peerId: string, multiaddrs: string[], token: string }> {
+async function startHarness (env: Record<string, string>): Promise<{ api: string, tcp: string, peerId: string, multiaddrs: string[], token: string, pid: number }> {
   const child = spawn(process.execPath, [harness], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
   children.push(child)
   return await new Promise((resolve, reject) => {
@@ -59,13 +73,13 @@ async function startHarness (env: Record<string, string>): Promise<{ api: string
     child.stdout?.on('data', (c: Buffer) => {
       out += c.toString()
       const line = out.split('\n').find(l => l.startsWith('{'))
-      if (line != null) resolve(JSON.parse(line))
+      if (line != null) resolve({ ...JSON.parse(line), pid: child.pid })
     })
     child.once('exit', code => reject(new Error(`harness exited with ${code}`)))
   })
 }
 
-interface WrkResult { rps: number, p50: number, p99: number }
+interface WrkResult { rps: number, p50: number, p99: number, requests: number }
 
 function wrk (url: string, connections: number, headers: string[] = []): WrkResult {
   const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', ...headers.flatMap(h => ['-H', h]), url]
@@ -73,7 +87,7 @@ function wrk (url: string, connections: number, headers: string[] = []): WrkResu
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN)
   const errors = /Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)/.exec(out)
   if (errors != null) throw new Error(`wrk ${url}: ${errors[0]}`)
-  return { rps, p50: latency(out, '50%'), p99: latency(out, '99%') }
+  return { rps, p50: latency(out, '50%'), p99: latency(out, '99%'), requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN) }
 }
 
 function latency (out: string, pct: string): number {
@@ -91,27 +105,32 @@ try {
   work = await mkdtemp(join(tmpdir(), 'corral-bench-proxy-http-'))
   const upstream = await freePort()
   const nginxProxy = await freePort()
-  await nginx('upstream', `  server { listen 127.0.0.1:${upstream}; location / { return 200 "hello from the upstream\\n"; } }`)
-  await nginx('proxy', `  upstream vm { server 127.0.0.1:${upstream}; keepalive 64; }\n  server { listen 127.0.0.1:${nginxProxy}; location / { proxy_pass http://vm; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; } }`)
+  const upstreamWorker = await nginx('upstream', `  server { listen 127.0.0.1:${upstream}; location / { return 200 "hello from the upstream\\n"; } }`)
+  const proxyWorker = await nginx('proxy', `  upstream vm { server 127.0.0.1:${upstream}; keepalive 64; }\n  server { listen 127.0.0.1:${nginxProxy}; location / { proxy_pass http://vm; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; } }`)
 
   const key = generateClusterKey()
   const a = await startHarness({ BENCH_ROLE: 'a', BENCH_UPSTREAM: `127.0.0.1:${upstream}`, BENCH_KEY: key })
   const b = await startHarness({ BENCH_ROLE: 'b', BENCH_UPSTREAM: `127.0.0.1:${upstream}`, BENCH_KEY: key, BENCH_BOOTSTRAP: a.multiaddrs[0], BENCH_OWNER: a.peerId })
 
-  const targets: Array<{ name: string, url: string, headers?: string[] }> = [
-    { name: 'direct to the upstream', url: `http://127.0.0.1:${upstream}/` },
-    { name: 'nginx reverse proxy', url: `http://127.0.0.1:${nginxProxy}/` },
-    { name: 'corral, same node, public route', url: `http://${a.api}/proxy/vms/${VM}/80/` },
-    { name: 'corral, same node, private (token)', url: `http://${a.api}/proxy/vms/${VM}/81/`, headers: [`Authorization: Bearer ${a.token}`] },
-    { name: 'corral, other node (mesh)', url: `http://${b.api}/proxy/vms/${VM}/80/` }
+  // `proxies`: the processes doing the proxying for that path, whose CPU per request is reported.
+  const targets: Array<{ name: string, url: string, headers?: string[], proxies: number[] }> = [
+    { name: 'direct to the upstream', url: `http://127.0.0.1:${upstream}/`, proxies: [] },
+    { name: 'nginx reverse proxy', url: `http://127.0.0.1:${nginxProxy}/`, proxies: [proxyWorker] },
+    { name: 'corral, same node, public route', url: `http://${a.api}/proxy/vms/${VM}/80/`, proxies: [a.pid] },
+    { name: 'corral, same node, private (token)', url: `http://${a.api}/proxy/vms/${VM}/81/`, headers: [`Authorization: Bearer ${a.token}`], proxies: [a.pid] },
+    { name: 'corral, other node (direct tunnel)', url: `http://${b.api}/proxy/vms/${VM}/80/`, proxies: [b.pid, a.pid] }
   ]
   // Warm-up: pools, JIT, the tunnel.
   for (const t of targets) wrk(t.url, 8, t.headers)
-  const results = new Map<string, { rps: number[], p50: number[], p99: number[] }>(targets.map(t => [t.name, { rps: [], p50: [], p99: [] }]))
+  type Result = { rps: number[], p50: number[], p99: number[], cpu: number[] }
+  const results = new Map<string, Result>(targets.map(t => [t.name, { rps: [], p50: [], p99: [], cpu: [] }]))
   for (let round = 0; round < rounds; round++) {
     for (const t of targets) {
-      const r = results.get(t.name) as { rps: number[], p50: number[], p99: number[] }
-      r.rps.push(wrk(t.url, 32, t.headers).rps)
+      const r = results.get(t.name) as Result
+      const before = t.proxies.map(cpuSeconds)
+      const loaded = wrk(t.url, 32, t.headers)
+      r.rps.push(loaded.rps)
+      r.cpu.push(t.proxies.reduce((sum, pid, i) => sum + cpuSeconds(pid) - before[i], 0) / loaded.requests * 1e6)
       const one = wrk(t.url, 1, t.headers)
       r.p50.push(one.p50)
       r.p99.push(one.p99)
@@ -120,13 +139,15 @@ try {
   const direct = results.get(targets[0].name) as { rps: number[], p50: number[] }
   const viaNginx = results.get(targets[1].name) as { rps: number[], p50: number[] }
   console.log(`proxy-http: ${rounds} rounds of ${seconds} s per target, ${cpus().length} CPUs, load average ${loadavg().map(l => l.toFixed(1)).join(' ')}`)
-  console.log('target                               req/s (32 conns)  vs nginx   p50 (1 conn)  added p50   p99 (1 conn)')
+  console.log('target                               req/s (32 conns)  vs nginx   proxy CPU/req   p50 (1 conn)  added p50   p99 (1 conn)')
   for (const t of targets) {
-    const r = results.get(t.name) as { rps: number[], p50: number[], p99: number[] }
+    const r = results.get(t.name) as Result
     const rps = median(r.rps)
     const p50 = median(r.p50)
-    console.log(`${t.name.padEnd(37)}${rps.toFixed(0).padStart(10)}       ${(100 * rps / median(viaNginx.rps)).toFixed(0).padStart(4)}%   ${p50.toFixed(3).padStart(8)} ms  ${(p50 - median(direct.p50)).toFixed(3).padStart(8)} ms  ${median(r.p99).toFixed(3).padStart(8)} ms`)
+    const cpu = t.proxies.length === 0 ? '-' : `${median(r.cpu).toFixed(1)} us`
+    console.log(`${t.name.padEnd(37)}${rps.toFixed(0).padStart(10)}       ${(100 * rps / median(viaNginx.rps)).toFixed(0).padStart(4)}%   ${cpu.padStart(11)}   ${p50.toFixed(3).padStart(8)} ms  ${(p50 - median(direct.p50)).toFixed(3).padStart(8)} ms  ${median(r.p99).toFixed(3).padStart(8)} ms`)
   }
+  void upstreamWorker
 } finally {
   for (const child of children) child.kill('SIGTERM')
   await new Promise(resolve => setTimeout(resolve, 500))
