@@ -8,7 +8,7 @@
  * with the pulls it had under way; the chunks it already has are not fetched again.
  */
 import { randomUUID } from 'node:crypto'
-import { mkdir, readdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rm, stat, writeFile, rename } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import type { Logger } from 'pino'
 import type { RecordStore } from '../node/index.ts'
@@ -18,7 +18,8 @@ import { CatalogRecords, checkImageId, checkVersion, normaliseArch, parseRef, DE
 import { Repository, knownLocations } from './repository.ts'
 import { packFolder, type BlobSink } from './pack.ts'
 import { BundleWriter, removeTree } from './unpack.ts'
-import { countHeld, fetchSegment, segmentsOf, type BlobSource, type FetchCounters, type Segment, type SegmentRouting } from './transfer.ts'
+import { countHeld, fetchSegment, segmentsOf, type BlobSource, type FetchCounters, type FetchedChunk, type Segment, type SegmentRouting } from './transfer.ts'
+import { CODEC_RAW, sha256Hex } from './blob.ts'
 import { forEachLimit } from './pool.ts'
 export type { BlobSource, Segment } from './transfer.ts'
 import { decodeManifest, encodeManifest, manifestDigest, blobIds, type BundleManifest } from './manifest.ts'
@@ -157,7 +158,9 @@ export class CatalogService extends EventTarget {
   private peerRouting?: PeerRouting
   private started = false
   /** One fetch per segment at a time, whoever asks (a pull here, a peer's request). */
-  private readonly segmentFetches = new Map<string, Promise<Map<string, Buffer>>>()
+  private readonly segmentFetches = new Map<string, Promise<Map<string, FetchedChunk>>>()
+  /** Pulls under way, by manifest: peers are served what they placed already. */
+  private readonly writers = new Map<string, BundleWriter>()
   private readonly stats: CatalogMetrics = { providerBytesRead: 0, peerBytesIn: 0, peerBytesOut: 0, corruptChunks: 0 }
 
   constructor (components: CatalogComponents, init: CatalogInit) {
@@ -178,9 +181,9 @@ export class CatalogService extends EventTarget {
     await mkdir(this.pullsDir, { recursive: true })
     await mkdir(this.manifestsDir, { recursive: true })
     await this.store.open()
-    await this.cache.open()
-    this.started = true
     const pending = (await readdir(this.pullsDir)).filter(f => f.endsWith('.json'))
+    await this.cache.open(new Set(pending.map(f => f.slice(0, -'.json'.length))))
+    this.started = true
     for (const file of pending) {
       const marker = await readFile(join(this.pullsDir, file), 'utf8').then(t => JSON.parse(t) as { version: CatalogVersion }).catch(() => undefined)
       if (marker?.version == null) {
@@ -450,15 +453,20 @@ export class CatalogService extends EventTarget {
     const key = `${version.image}@${version.version}@${version.arch}`
     const marker = join(this.pullsDir, `${key}.json`)
     await writeFile(marker, JSON.stringify({ version, startedAt: this.now() }))
+    let writer: BundleWriter | undefined
     try {
       progress.phase = 'manifest'
       emit(true)
       const manifest = await this.manifestOf(version)
-      const ids = new Set(blobIds(manifest))
-      this.pinnedChunks.set(key, ids)
-      const missing = countHeld(manifest, this.store, progress)
-      const missingBytes = missing.reduce((n, id) => n + manifest.blobs[id].stored, 0)
-      const evicted = await this.cache.makeRoom(missingBytes + manifest.size, { chunks: this.allPinned() })
+      this.pinnedChunks.set(key, new Set(blobIds(manifest)))
+      // The bundle is written in place as chunks arrive; a crashed pull's journal says what is there.
+      writer = await BundleWriter.resumable(manifest, await this.cache.stage(version))
+      this.writers.set(version.manifest, writer)
+      const w = writer
+      const local = await this.localChunks()
+      const missing = countHeld(manifest, id => w.has(id) || this.store.has(id) || local.has(id), progress)
+      // Room for the unpacked image (chunks are written into it, not kept apart).
+      const evicted = await this.cache.makeRoom(missing.length > 0 ? manifest.size : 0, { chunks: this.allPinned(), images: new Set([cachedName(version.image, version.version)]) })
       if (evicted.evictedChunks > 0 || evicted.evictedImages.length > 0) this.changed('evicted')
       progress.phase = 'chunks'
       emit(true)
@@ -468,31 +476,32 @@ export class CatalogService extends EventTarget {
       await peers?.begin(version.manifest, swarm)
       let ok = false
       try {
-        // Chunks go straight into the unpacked files as they arrive (held ones from the store),
-        // segment by segment; nothing is read back afterwards.
-        const image = await this.cache.add(version, manifest, async parent => {
-          const writer = await BundleWriter.create(manifest, parent)
-          try {
-            await forEachLimit(segmentsOf(manifest, this.init.segmentBytes), this.init.concurrency, async segment => {
-              const fetched = await this.obtainSegment(segment, manifest, routing, progress, options)
-              for (const id of segment.ids) {
-                const plain = fetched.get(id) ?? await this.heldPlain(id, segment, manifest, routing, progress, options)
-                await writer.place(id, plain)
-                if (fetched.has(id)) {
-                  progress.chunksDone++
-                  progress.bytesDone += manifest.blobs[id].stored
-                }
-              }
-              emit(false)
-            })
-            progress.phase = 'unpacking'
-            emit(true)
-            return await writer.finish()
-          } catch (err) {
-            await writer.abort()
-            throw err
+        await forEachLimit(segmentsOf(manifest, this.init.segmentBytes), this.init.concurrency, async segment => {
+          // What this host holds (its chunk store, other unpacked images) is copied, not fetched.
+          for (const id of segment.ids) {
+            if (w.has(id)) continue
+            const plain = await this.readLocal(id, manifest.blobs[id].size, local)
+            if (plain != null) await w.place(id, plain)
           }
+          const need = segment.ids.filter(id => !w.has(id))
+          if (need.length > 0) {
+            const fetched = await this.obtainSegment(segment, need, manifest, routing, progress, options, async got => {
+              for (const [id, c] of got) await w.place(id, c.plain)
+            })
+            for (const id of need) {
+              const got = fetched.get(id)
+              if (got == null) throw new ChunkNotFoundError(`chunk ${id.slice(0, 12)}… of ${cachedName(version.image, version.version)} was not fetched`, { chunk: id })
+              await w.place(id, got.plain)
+              progress.chunksDone++
+              progress.bytesDone += manifest.blobs[id].stored
+            }
+          }
+          emit(false)
         })
+        progress.phase = 'unpacking'
+        emit(true)
+        await w.finish()
+        const image = await this.cache.commit(version, manifest)
         ok = true
         await rm(marker, { force: true })
         progress.phase = 'done'
@@ -504,47 +513,83 @@ export class CatalogService extends EventTarget {
         await peers?.end(version.manifest, ok).catch(() => {})
       }
     } catch (err) {
-      // Keep the marker (and the chunks) when the node is stopping, so the next start resumes;
-      // drop it when the pull itself is hopeless.
-      if (!signal.aborted && isFinal(err)) await rm(marker, { force: true })
+      // The node stopping, or storage failing for a while: keep the marker and what was written,
+      // so the next start (or the next pull of it) resumes. A hopeless pull is dropped.
+      if (!signal.aborted && isFinal(err)) {
+        await rm(marker, { force: true })
+        await writer?.abort()
+        await this.cache.discard(version)
+      } else await writer?.suspend()
       progress.phase = 'failed'
       progress.error = (err as Error).message
       emit(true)
       throw err
     } finally {
+      if (writer != null && this.writers.get(version.manifest) === writer) this.writers.delete(version.manifest)
       this.pinnedChunks.delete(key)
     }
   }
 
-  /** A chunk the store held: its plain bytes, or (gone bad on this disk) fetched again. */
-  private async heldPlain (id: string, segment: Segment, manifest: BundleManifest, routing: SegmentRouting, progress: FetchCounters, options: { signal: AbortSignal, logger: Logger }): Promise<Buffer> {
-    try {
-      return await this.store.readPlain(id, manifest.blobs[id].size)
-    } catch (err) {
-      if (!(err instanceof ChunkCorruptError) && !(err instanceof ChunkNotFoundError)) throw err
-      if (err instanceof ChunkCorruptError) progress.corruptChunks++
-      const again = await fetchSegment(segment, [id], manifest, this.store, routing, progress, options)
-      return again.get(id) as Buffer
+  /** Where this host already has chunks: every unpacked image (the files it wrote them into). */
+  private async localChunks (): Promise<Map<string, { path: string, offset: number }>> {
+    const out = new Map<string, { path: string, offset: number }>()
+    for (const image of this.cache.list()) {
+      const manifest = await this.localManifest(image.version.manifest)
+      if (manifest == null) continue
+      for (const entry of manifest.entries) {
+        if (entry.type !== 'file') continue
+        let offset = 0
+        for (const [id, size] of entry.chunks) {
+          if (!out.has(id) && manifest.blobs[id] != null) out.set(id, { path: join(image.path, ...entry.path.split('/')), offset })
+          offset += size
+        }
+      }
     }
+    return out
+  }
+
+  /** A chunk's plain bytes from this host (chunk store, or an unpacked image), checked; else undefined. */
+  private async readLocal (id: string, size: number, local: Map<string, { path: string, offset: number }>): Promise<Buffer | undefined> {
+    if (this.store.has(id)) {
+      const plain = await this.store.readPlain(id, size).catch(() => undefined)
+      if (plain != null) return plain
+    }
+    const at = local.get(id)
+    if (at == null) return undefined
+    const buf = Buffer.allocUnsafe(size)
+    try {
+      const handle = await open(at.path, 'r')
+      try {
+        if ((await handle.read(buf, 0, size, at.offset)).bytesRead !== size) return undefined
+      } finally {
+        await handle.close()
+      }
+    } catch {
+      return undefined
+    }
+    return sha256Hex(buf) === id ? buf : undefined
   }
 
   /**
-   * Fetches the chunks of a segment the store lacks; resolves with the plain bytes it fetched.
-   * One fetch per segment at a time on this node, whoever asks (a pull here, a peer's request);
-   * a caller that joined another's fetch gets what that fetch got.
+   * Fetches chunks of a segment this node lacks; resolves with what it fetched (checked). One
+   * fetch per segment at a time on this node, whoever asks (a pull here, a peer's request); a
+   * caller that joined another's fetch gets what that fetch got, and fetches the rest itself.
    */
-  private async obtainSegment (segment: Segment, manifest: BundleManifest, routing: SegmentRouting, progress: FetchCounters, options: { signal: AbortSignal, logger: Logger }): Promise<Map<string, Buffer>> {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const wanted = segment.ids.filter(id => !this.store.has(id))
-      if (wanted.length === 0) return new Map()
+  private async obtainSegment (segment: Segment, wanted: string[], manifest: BundleManifest, routing: SegmentRouting, progress: FetchCounters, options: { signal: AbortSignal, logger: Logger }, persist: (got: Map<string, FetchedChunk>) => Promise<void>): Promise<Map<string, FetchedChunk>> {
+    const result = new Map<string, FetchedChunk>()
+    let need = wanted
+    for (let attempt = 0; attempt < 3 && need.length > 0; attempt++) {
       const running = this.segmentFetches.get(segment.key)
       if (running != null) {
-        const got = await running.catch(() => new Map<string, Buffer>())
-        if (wanted.every(id => got.has(id) || this.store.has(id))) return new Map([...got].filter(([id]) => wanted.includes(id)))
+        const got = await running.catch(() => new Map<string, FetchedChunk>())
+        for (const id of need) { const c = got.get(id); if (c != null) result.set(id, c) }
+        need = need.filter(id => !result.has(id))
         continue
       }
       const mine: FetchCounters = { bytesFromPeers: 0, bytesFromProvider: 0, corruptChunks: 0 }
-      const p = fetchSegment(segment, wanted, manifest, this.store, routing, mine, options).finally(() => {
+      // Persisted (written into the image, or kept in the store) before the fetch counts as done,
+      // so whoever asks next finds the chunks here instead of fetching them again.
+      const p = fetchSegment(segment, need, manifest, routing, mine, options).then(async got => { await persist(got); return got }).finally(() => {
         this.segmentFetches.delete(segment.key)
         progress.bytesFromPeers += mine.bytesFromPeers
         progress.bytesFromProvider += mine.bytesFromProvider
@@ -554,33 +599,64 @@ export class CatalogService extends EventTarget {
         this.stats.corruptChunks += mine.corruptChunks
       })
       this.segmentFetches.set(segment.key, p)
-      return await p
+      for (const [id, c] of await p) result.set(id, c)
+      need = need.filter(id => !result.has(id))
     }
-    return await fetchSegment(segment, segment.ids.filter(id => !this.store.has(id)), manifest, this.store, routing, progress, options)
+    return result
+  }
+
+  /** Whether this node holds every chunk of a manifest (an unpacked image of it, or its chunk store). */
+  async holds (manifestDigest: string): Promise<boolean> {
+    if (this.cache.list().some(i => i.version.manifest === manifestDigest)) return true
+    const manifest = await this.localManifest(manifestDigest)
+    return manifest != null && Object.keys(manifest.blobs).every(id => this.store.has(id))
   }
 
   /**
-   * Chunks a peer asks for. With `fetch` (this node owns their segment in the swarm pulling the
-   * manifest) what this node lacks is fetched from the provider first, once, into the store.
+   * Chunks a peer asks for, in stored form: from the chunk store, a pull under way here, or an
+   * unpacked image (sent uncompressed). With `fetch` (this node owns their segment in the swarm
+   * pulling the manifest) what it lacks is fetched from the provider first, once.
    */
   async blobsForPeer (ids: string[], manifestDigest: string, fetch: boolean, signal: AbortSignal): Promise<Map<string, Buffer>> {
-    if (fetch && ids.some(id => !this.store.has(id))) {
+    const out = new Map<string, Buffer>()
+    const writer = this.writers.get(manifestDigest)
+    let local: Map<string, { path: string, offset: number }> | undefined
+    for (const id of ids) {
+      if (this.store.has(id)) {
+        const stored = await this.store.readStored(id).catch(() => undefined)
+        if (stored != null) { out.set(id, stored); continue }
+      }
+      const placed = await writer?.readPlaced(id)
+      if (placed != null) { out.set(id, rawBlob(placed)); continue }
+      local ??= await this.localChunks()
+      const at = local.get(id)
+      if (at != null) {
+        const manifest = await this.localManifest(manifestDigest)
+        const size = manifest?.blobs[id]?.size
+        const plain = size != null ? await this.readLocal(id, size, local) : undefined
+        if (plain != null) out.set(id, rawBlob(plain))
+      }
+    }
+    const missing = ids.filter(id => !out.has(id))
+    if (fetch && missing.length > 0) {
       const version = this.records.allVersions().find(v => v.manifest === manifestDigest && this.init.providers[v.provider] != null)
       if (version != null) {
         const manifest = await this.manifestOf(version)
-        const wanted = new Set(ids)
+        const wanted = new Set(missing)
         const providerOnly = this.routing(version, false)
         const counters: FetchCounters = { bytesFromPeers: 0, bytesFromProvider: 0, corruptChunks: 0 }
         for (const segment of segmentsOf(manifest, this.init.segmentBytes).filter(seg => seg.ids.some(id => wanted.has(id)))) {
-          await this.obtainSegment(segment, manifest, providerOnly, counters, { signal, logger: this.log })
+          const got = await this.obtainSegment(segment, segment.ids.filter(id => wanted.has(id)), manifest, providerOnly, counters, { signal, logger: this.log }, async fetched => {
+            // Pulling it too: write it in; otherwise keep it for the next peer that asks.
+            const active = this.writers.get(manifestDigest)
+            for (const [id, c] of fetched) {
+              if (active != null) await active.place(id, c.plain)
+              else await this.store.put(id, c.stored, { verified: true })
+            }
+          })
+          for (const [id, c] of got) out.set(id, c.stored)
         }
       }
-    }
-    const out = new Map<string, Buffer>()
-    for (const id of ids) {
-      if (!this.store.has(id)) continue
-      const stored = await this.store.readStored(id).catch(() => undefined)
-      if (stored != null) out.set(id, stored)
     }
     return out
   }
@@ -840,3 +916,8 @@ function isFinal (err: unknown): boolean {
 }
 
 const mib = (bytes: number): number => Math.round(bytes / 1048576)
+
+/** Plain bytes in stored form, uncompressed (what peers get from an unpacked image). */
+function rawBlob (plain: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([CODEC_RAW]), plain])
+}

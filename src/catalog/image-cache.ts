@@ -63,8 +63,11 @@ export class ImageCache {
     return join(this.imagesDir, `${v.image}@${v.version}@${v.arch}`)
   }
 
-  /** Indexes complete images; removes what a crash left half-unpacked. */
-  async open (): Promise<void> {
+  /**
+   * Indexes complete images; removes what a crash left half-unpacked, except the folders of pulls
+   * that will resume (`keep`: `<image>@<version>@<arch>`).
+   */
+  async open (keep: ReadonlySet<string> = new Set()): Promise<void> {
     await mkdir(this.imagesDir, { recursive: true })
     this.images.clear()
     for (const name of await readdir(this.imagesDir)) {
@@ -74,6 +77,7 @@ export class ImageCache {
         record = JSON.parse(await readFile(join(folder, DONE), 'utf8'))
       } catch {}
       if (record?.version == null) {
+        if (keep.has(name)) continue
         this.c.logger.info({ folder }, 'removing an image a previous run left half-unpacked')
         await removeTree(folder)
         continue
@@ -101,12 +105,18 @@ export class ImageCache {
     utimes(join(this.folder(image.version), DONE), when, when).catch(() => {})
   }
 
-  /** Unpacks through `unpack` into the image's folder and records it; replaces a stale copy. */
-  async add (version: CatalogVersion, manifest: BundleManifest, unpack: (parentDir: string) => Promise<string>): Promise<CachedImage> {
+  /** The folder an image is unpacked in (created if missing; a resumable unpack keeps its staging there). */
+  async stage (version: CatalogVersion): Promise<string> {
     const folder = this.folder(version)
-    await removeTree(folder)
+    const stale = this.get(version.image, version.version, version.arch)
+    if (stale != null) await this.remove(stale)
     await mkdir(folder, { recursive: true })
-    await unpack(folder)
+    return folder
+  }
+
+  /** Records an image whose bundle was just unpacked into stage()'s folder. */
+  async commit (version: CatalogVersion, manifest: BundleManifest): Promise<CachedImage> {
+    const folder = this.folder(version)
     const zeros = manifest.entries.reduce((n, e) => n + (e.type === 'file' ? e.chunks.filter(([id]) => id === ZERO_CHUNK).reduce((s, [, size]) => s + size, 0) : 0), 0)
     const diskBytes = manifest.size - zeros
     const unpackedAt = new Date(this.c.clock()).toISOString()
@@ -116,6 +126,12 @@ export class ImageCache {
     const image: CachedImage = { name: cachedName(version.image, version.version), version, path: join(folder, manifest.root), diskBytes, unpackedAt, lastUsed: this.c.clock() }
     this.index(image)
     return image
+  }
+
+  /** Drops an unpack that will not resume. */
+  async discard (version: CatalogVersion): Promise<void> {
+    if (this.get(version.image, version.version, version.arch) != null) return
+    await removeTree(this.folder(version))
   }
 
   async remove (image: CachedImage): Promise<void> {

@@ -110,8 +110,7 @@ export class CatalogPeers implements PeerRouting {
     const service = this.c.service
     for (const r of this.c.mesh.records.list<HolderRecord>(HOLDERS)) {
       if (r.value.peerId !== this.self || r.value.state !== 'complete') continue
-      const manifest = await service.localManifest(r.value.manifest)
-      if (manifest != null && Object.keys(manifest.blobs).every(id => service.store.has(id))) continue
+      if (await service.holds(r.value.manifest)) continue
       await this.c.mesh.records.delete(HOLDERS, r.id).catch(() => false)
     }
   }

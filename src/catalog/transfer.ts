@@ -6,7 +6,6 @@
  * the next source, then again in a later round, a bounded number of times.
  */
 import type { Logger } from 'pino'
-import type { ChunkStore } from './chunk-store.ts'
 import { decodeBlob } from './blob.ts'
 import type { BundleManifest } from './manifest.ts'
 import { ChunkCorruptError, ChunkNotFoundError } from './errors.ts'
@@ -70,13 +69,19 @@ export function segmentsOf (manifest: BundleManifest, maxStored = SEGMENT_BYTES)
   return segments
 }
 
+/** A fetched chunk: checked plain bytes, and the stored form it came in (to keep or pass on). */
+export interface FetchedChunk {
+  plain: Buffer
+  stored: Buffer
+}
+
 /**
- * Fetches `wanted` chunks of a segment into the store; resolves with the plain bytes of what it
- * fetched (for the caller to write out). Throws once a chunk failed every source in every round.
+ * Fetches `wanted` chunks of a segment; resolves with each one's plain and stored bytes, every
+ * one checked against its id. Throws once a chunk failed every source in every round.
  */
-export async function fetchSegment (segment: Segment, wanted: string[], manifest: BundleManifest, store: ChunkStore, routing: SegmentRouting, counters: FetchCounters, options: FetchOptions): Promise<Map<string, Buffer>> {
+export async function fetchSegment (segment: Segment, wanted: string[], manifest: BundleManifest, routing: SegmentRouting, counters: FetchCounters, options: FetchOptions): Promise<Map<string, FetchedChunk>> {
   const rounds = options.rounds ?? DEFAULT_ROUNDS
-  const plain = new Map<string, Buffer>()
+  const plain = new Map<string, FetchedChunk>()
   const remaining = new Set(wanted)
   let lastError: unknown
   let corrupt = false
@@ -97,8 +102,7 @@ export async function fetchSegment (segment: Segment, wanted: string[], manifest
       await Promise.all([...got].filter(([id]) => remaining.has(id)).map(async ([id, stored]) => {
         try {
           const bytes = await decodeBlob(id, stored, manifest.blobs[id].size)
-          await store.put(id, stored, { verified: true })
-          plain.set(id, bytes)
+          plain.set(id, { plain: bytes, stored })
           remaining.delete(id)
           if (source.kind === 'peer') counters.bytesFromPeers += stored.length
           else counters.bytesFromProvider += stored.length
@@ -121,8 +125,8 @@ export async function fetchSegment (segment: Segment, wanted: string[], manifest
   return plain
 }
 
-/** Fills progress's chunk and byte totals from what the store already holds; returns what it lacks. */
-export function countHeld (manifest: BundleManifest, store: ChunkStore, progress: TransferProgress): string[] {
+/** Fills progress's chunk and byte totals from what is held already; returns what is not. */
+export function countHeld (manifest: BundleManifest, held: (id: string) => boolean, progress: TransferProgress): string[] {
   const ids = Object.keys(manifest.blobs)
   progress.chunksTotal = ids.length
   progress.bytesTotal = manifest.storedSize
@@ -130,7 +134,7 @@ export function countHeld (manifest: BundleManifest, store: ChunkStore, progress
   progress.bytesDone = 0
   const missing: string[] = []
   for (const id of ids) {
-    if (store.has(id)) {
+    if (held(id)) {
       progress.chunksDone++
       progress.bytesDone += manifest.blobs[id].stored
     } else missing.push(id)

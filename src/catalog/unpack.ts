@@ -2,11 +2,14 @@
  * Unpacking a manifest into a folder. A BundleWriter lays the tree out in a staging folder beside
  * the destination (folders, symlinks, files at their full size: zero runs stay holes), then takes
  * chunks in any order as they arrive and writes each at every offset that uses it; modes are
- * applied last, then one rename. A crash leaves a staging folder to delete, never a half-written
- * image under its name.
+ * applied last, then one rename. A crash never leaves a half-written image under its name.
+ *
+ * A resumable writer keeps a journal of the chunks it placed beside its staging folder. Opened
+ * again after a crash, it re-reads each journalled chunk from the staging files and keeps those
+ * whose bytes still hash to their id (a crash can lose writes the journal recorded).
  */
-import { randomBytes } from 'node:crypto'
-import { chmod, lstat, mkdir, open, readdir, rename, rm, symlink, type FileHandle } from 'node:fs/promises'
+import { createHash, randomBytes } from 'node:crypto'
+import { appendFile, chmod, lstat, mkdir, open, readdir, readFile, rename, rm, symlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ZERO_CHUNK, type BundleManifest } from './manifest.ts'
 import { forEachLimit } from './pool.ts'
@@ -25,12 +28,17 @@ export class BundleWriter {
   private readonly files: string[] = []
   private readonly handles = new Map<number, FileHandle>()
   private readonly placed = new Set<string>()
+  private readonly placing = new Set<string>()
   private bytes = 0
 
-  private constructor (manifest: BundleManifest, parentDir: string) {
+  /** Present for a resumable writer: one placed chunk id per line. */
+  private readonly journal?: string
+
+  private constructor (manifest: BundleManifest, parentDir: string, stagingName?: string) {
     this.manifest = manifest
     this.final = join(parentDir, manifest.root)
-    this.staging = join(parentDir, `${STAGING_PREFIX}${manifest.root}-${randomBytes(4).toString('hex')}`)
+    this.staging = join(parentDir, stagingName ?? `${STAGING_PREFIX}${manifest.root}-${randomBytes(4).toString('hex')}`)
+    if (stagingName != null) this.journal = `${this.staging}.placed`
   }
 
   /** Creates the staging tree; the destination `<parentDir>/<root>` must not exist. */
@@ -38,7 +46,7 @@ export class BundleWriter {
     const writer = new BundleWriter(manifest, parentDir)
     await mkdir(writer.staging, { recursive: true })
     try {
-      await writer.layout()
+      await writer.layout(false)
     } catch (err) {
       await writer.abort()
       throw err
@@ -46,15 +54,57 @@ export class BundleWriter {
     return writer
   }
 
-  private async layout (): Promise<void> {
+  /**
+   * A writer that survives a crash: its staging folder has a fixed name, and what an earlier run
+   * placed there (and still hashes right) counts as placed.
+   */
+  static async resumable (manifest: BundleManifest, parentDir: string): Promise<BundleWriter> {
+    const writer = new BundleWriter(manifest, parentDir, `${STAGING_PREFIX}${manifest.root}`)
+    const journal = await readFile(writer.journal as string, 'utf8').catch(() => undefined)
+    const resuming = journal != null && await lstat(writer.staging).then(st => st.isDirectory(), () => false)
+    if (!resuming) {
+      await removeTree(writer.staging)
+      await rm(writer.journal as string, { force: true })
+      await mkdir(writer.staging, { recursive: true })
+    }
+    try {
+      await writer.layout(resuming)
+      if (resuming) await writer.recheck(new Set((journal as string).split('\n').filter(l => /^[0-9a-f]{64}$/.test(l))))
+    } catch (err) {
+      await writer.abort()
+      throw err
+    }
+    return writer
+  }
+
+  /** Keeps the journalled chunks whose bytes in the staging files still hash to their id. */
+  private async recheck (journalled: Set<string>): Promise<void> {
+    const good: string[] = []
+    for (const id of journalled) {
+      const plain = await this.readPlaced(id, true)
+      if (plain != null) {
+        this.placed.add(id)
+        this.bytes += plain.length * (this.refs.get(id)?.length ?? 0)
+        good.push(id)
+      }
+    }
+    await appendFile(this.journal as string, '', { flag: 'w' })
+    if (good.length > 0) await appendFile(this.journal as string, good.join('\n') + '\n')
+  }
+
+  private async layout (resuming: boolean): Promise<void> {
     const withData: number[] = []
     for (const entry of this.manifest.entries) {
       const path = join(this.staging, ...entry.path.split('/'))
-      if (entry.type === 'dir') await mkdir(path, { mode: 0o700 })
-      else if (entry.type === 'symlink') await symlink(entry.target, path)
-      else {
+      if (entry.type === 'dir') await mkdir(path, { mode: 0o700, recursive: resuming })
+      else if (entry.type === 'symlink') {
+        if (resuming) await rm(path, { force: true })
+        await symlink(entry.target, path)
+      } else {
         const file = this.files.push(path) - 1
-        const handle = await open(path, 'wx', 0o600)
+        const handle = resuming
+          ? await open(path, 'r+').catch(async () => await open(path, 'wx', 0o600))
+          : await open(path, 'wx', 0o600)
         // The full length now: zero chunks are never written, so they stay holes.
         await handle.truncate(entry.size)
         let offset = 0
@@ -86,23 +136,59 @@ export class BundleWriter {
     return [...this.refs.keys()].filter(id => !this.placed.has(id))
   }
 
+  has (id: string): boolean {
+    return this.placed.has(id)
+  }
+
   /** Writes a chunk's plain bytes wherever the bundle uses it (once; later calls are no-ops). */
   async place (id: string, plain: Buffer): Promise<void> {
     const refs = this.refs.get(id)
-    if (refs == null || this.placed.has(id)) return
-    this.placed.add(id)
-    for (const { file, offset } of refs) {
-      let handle = this.handles.get(file)
-      const own = handle == null
-      if (handle == null) handle = await open(this.files[file], 'r+')
-      try {
-        let done = 0
-        while (done < plain.length) done += (await handle.write(plain, done, plain.length - done, offset + done)).bytesWritten
-      } finally {
-        if (own) await handle.close()
+    if (refs == null || this.placed.has(id) || this.placing.has(id)) return
+    this.placing.add(id)
+    try {
+      for (const { file, offset } of refs) {
+        let handle = this.handles.get(file)
+        const own = handle == null
+        if (handle == null) handle = await open(this.files[file], 'r+')
+        try {
+          let done = 0
+          while (done < plain.length) done += (await handle.write(plain, done, plain.length - done, offset + done)).bytesWritten
+        } finally {
+          if (own) await handle.close()
+        }
+        this.bytes += plain.length
       }
-      this.bytes += plain.length
+      // Journalled only once written, so a restart never trusts a chunk it did not write.
+      if (this.journal != null) await appendFile(this.journal, `${id}\n`)
+      this.placed.add(id)
+    } finally {
+      this.placing.delete(id)
     }
+  }
+
+  /**
+   * A placed chunk's plain bytes read back from the staging files (to serve a peer), or
+   * undefined; with `check`, only if they still hash to the id.
+   */
+  async readPlaced (id: string, check = false): Promise<Buffer | undefined> {
+    const ref = this.refs.get(id)?.[0]
+    if (ref == null || (!check && !this.placed.has(id))) return undefined
+    const size = this.manifest.blobs[id]?.size
+    if (size == null) return undefined
+    const out = Buffer.allocUnsafe(size)
+    let handle = this.handles.get(ref.file)
+    const own = handle == null
+    try {
+      if (handle == null) handle = await open(this.files[ref.file], 'r')
+      const { bytesRead } = await handle.read(out, 0, size, ref.offset)
+      if (bytesRead !== size) return undefined
+    } catch {
+      return undefined
+    } finally {
+      if (own) await handle?.close()
+    }
+    if (check && createHash('sha256').update(out).digest('hex') !== id) return undefined
+    return out
   }
 
   /** Applies modes and moves the bundle to its final path; every chunk must have been placed. */
@@ -117,12 +203,22 @@ export class BundleWriter {
     }
     await chmod(this.staging, 0o755)
     await rename(this.staging, this.final)
+    // Still readable (a peer may ask for a chunk between this rename and the image's record).
+    for (let i = 0; i < this.files.length; i++) this.files[i] = this.final + this.files[i].slice(this.staging.length)
+    if (this.journal != null) await rm(this.journal, { force: true })
     return this.final
   }
 
+  /** Removes the staging folder (and journal): nothing of this unpack is kept. */
   async abort (): Promise<void> {
     await this.closeAll()
     await removeTree(this.staging)
+    if (this.journal != null) await rm(this.journal, { force: true })
+  }
+
+  /** Closes files but keeps the staging folder and journal for a later resume. */
+  async suspend (): Promise<void> {
+    await this.closeAll()
   }
 
   private async closeAll (): Promise<void> {

@@ -93,9 +93,16 @@ test('a peer that serves a bad chunk is caught by the checksum and the chunk com
   await eventually('b has the record', () => b.catalog.records.version('bad-peer', '1.0', 'x86_64') != null)
   await a.catalog.pull('bad-peer:1.0', { user: users.ci })
   await eventually('a is announced as a holder', () => b.node.mesh.records.list('catalog-holders').some(r => (r.value as { peerId: string, state: string }).peerId === a.node.mesh.self().peerId && (r.value as { state: string }).state === 'complete'))
-  // Rot every chunk in a's cache: what a serves no longer matches the ids.
-  for (const { id } of a.catalog.store.leastRecentlyUsed()) {
-    await writeFile(join(dir, 'cache-1', 'chunks', id.slice(0, 2), id), Buffer.concat([Buffer.from([1]), Buffer.from('rotten bytes')]))
+  // a turns bad: whatever it serves has a flipped byte (a faulty disk or a hostile peer).
+  const honest = a.catalog.blobsForPeer.bind(a.catalog)
+  a.catalog.blobsForPeer = async (...args) => {
+    const got = await honest(...args)
+    for (const [id, stored] of got) {
+      const bad = Buffer.from(stored)
+      bad[bad.length - 1] ^= 0xff
+      got.set(id, bad)
+    }
+    return got
   }
   const progress: number[] = []
   const job = b.catalog.startPull('bad-peer:1.0', users.ci)
@@ -105,4 +112,5 @@ test('a peer that serves a bad chunk is caught by the checksum and the chunk com
   assert.ok(job.progress.corruptChunks > 0, 'the bad chunks were noticed')
   const image = b.catalog.localImages().find(i => i.name === 'bad-peer:1.0')
   assert.ok((await readFile(join(image!.path, 'base.qcow2'))).equals(await readFile(join(folder, 'base.qcow2'))))
+  a.catalog.blobsForPeer = honest
 })

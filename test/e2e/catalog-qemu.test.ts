@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, readdir, rm, writeFile, readFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile, readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startNodeProcess, call, ADMIN_PASSWORD, type NodeProcess } from '../helpers/node-process.ts'
@@ -139,7 +139,8 @@ test('push the qemu test guest to each provider from node A; node B pulls it fro
   const fromPeer = await call(a.url, 'POST', '/api/v1/catalog/guest-artifactory/pull?wait=true', { token: admin, body: {} })
   assert.equal(fromPeer.body.state, 'done', JSON.stringify(fromPeer.body.error))
   assert.equal(fromPeer.body.progress.bytesFromProvider, 0)
-  assert.equal(fromPeer.body.progress.bytesFromPeers, pushed.artifactory.result.storedSize)
+  // A host serves an image it unpacked uncompressed: peers are on the LAN, storage is not.
+  assert.ok(fromPeer.body.progress.bytesFromPeers >= pushed.artifactory.result.storedSize)
 })
 
 test('a user without the image\'s claims can neither pull it nor create a VM from it', { timeout: 120_000 }, async () => {
@@ -182,8 +183,9 @@ test('a pull interrupted by killing the node resumes at restart and does not fet
   })
   const dataDir = b.dataDir
   await b.stop('SIGKILL')
-  const held = (await readdir(join(dataDir, 'catalog', 'chunks'))).filter(d => /^[0-9a-f]{2}$/.test(d)).length
-  assert.ok(held > 0)
+  // What it had written is journalled beside the half-written image.
+  const journal = await readFile(join(dataDir, 'catalog', 'images', 'bulk@1.0@x86_64', '.unpacking-bulk-image.placed'), 'utf8')
+  assert.ok(journal.trim().split('\n').length > 0)
   b = await startNodeProcess(envB, { dataDir })
   const resumed = await eventually('the restarted node resumes the pull and finishes it', async () => {
     const jobs = await call(b!.url, 'GET', '/api/v1/catalog/jobs', { token: admin })
