@@ -53,15 +53,22 @@ try {
   const client = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: S3_TEST_CREDENTIALS })
 
   const results: Record<string, number[]> = { plain: [], ranged: [], pull: [] }
+  // CPU this process spent (user + system), to compare the work apart from the machine's load.
+  const cpu: Record<string, number[]> = { plain: [], ranged: [], pull: [] }
+  const cpuNow = (): number => { const u = process.cpuUsage(); return (u.user + u.system) / 1000 }
+  let c0 = 0
   for (let run = 0; run < runs; run++) {
     const out = join(dir, `plain-${run}`)
     t = performance.now()
+    c0 = cpuNow()
     const res = await client.send(new GetObjectCommand({ Bucket: 'corral', Key: plainKey }))
     await pipeline(res.Body as Readable, createWriteStream(out))
     results.plain.push(performance.now() - t)
+    cpu.plain.push(cpuNow() - c0)
     await rm(out)
 
     t = performance.now()
+    c0 = cpuNow()
     const parts = 8
     const size = sizeMiB * MiB
     const handle = await open(out, 'w')
@@ -74,20 +81,24 @@ try {
     }))
     await handle.close()
     results.ranged.push(performance.now() - t)
+    cpu.ranged.push(cpuNow() - c0)
     await rm(out)
 
     const puller = await catalogService(records, join(dir, `puller-${run}`), { providers: { s3: provider }, concurrency })
     t = performance.now()
+    c0 = cpuNow()
     await puller.pull('bench:1.0')
     results.pull.push(performance.now() - t)
+    cpu.pull.push(cpuNow() - c0)
     await puller.stop()
     await removeTree(join(dir, `puller-${run}`))
   }
   const best = (xs: number[]): number => Math.min(...xs)
   const bytes = sizeMiB * MiB
-  console.log(`  plain GetObject:        ${rate(bytes, best(results.plain))} (best of ${runs}: ${(best(results.plain) / 1000).toFixed(2)} s)`)
-  console.log(`  8 ranged GetObjects:    ${rate(bytes, best(results.ranged))} (${(best(results.ranged) / 1000).toFixed(2)} s)`)
-  console.log(`  catalog pull:           ${rate(bytes, best(results.pull))} (${(best(results.pull) / 1000).toFixed(2)} s, ${concurrency} chunks at once, ${(version.storedSize / MiB).toFixed(0)} MiB on the wire, checked and unpacked)`)
+  const cpuOf = (k: string): string => `${(best(cpu[k]) / 1000).toFixed(2)} CPU-s`
+  console.log(`  plain GetObject:        ${rate(bytes, best(results.plain))} (best of ${runs}: ${(best(results.plain) / 1000).toFixed(2)} s, ${cpuOf('plain')})`)
+  console.log(`  8 ranged GetObjects:    ${rate(bytes, best(results.ranged))} (${(best(results.ranged) / 1000).toFixed(2)} s, ${cpuOf('ranged')})`)
+  console.log(`  catalog pull:           ${rate(bytes, best(results.pull))} (${(best(results.pull) / 1000).toFixed(2)} s, ${cpuOf('pull')}, ${concurrency} segments at once, ${(version.storedSize / MiB).toFixed(0)} MiB on the wire, checked and unpacked)`)
   console.log(`  pull / plain:           ${(100 * best(results.plain) / best(results.pull)).toFixed(0)}%   pull / ranged: ${(100 * best(results.ranged) / best(results.pull)).toFixed(0)}%`)
 } finally {
   await s3.stop()

@@ -3,7 +3,7 @@
  * of their plain content, so a blob is checked after decoding, wherever it came from (the store, a
  * peer, a provider), and bytes that do not hash to their id are never handed on.
  */
-import { createHash } from 'node:crypto'
+import { createHash, webcrypto } from 'node:crypto'
 import { promisify } from 'node:util'
 import { constants, zstdCompress, zstdDecompress } from 'node:zlib'
 import { ChunkCorruptError } from './errors.ts'
@@ -22,6 +22,11 @@ const WORTHWHILE = 0.97
 
 export function sha256Hex (data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex')
+}
+
+/** The same digest computed in libuv's pool (WebCrypto), leaving the main thread to the I/O. */
+export async function sha256HexAsync (data: Uint8Array): Promise<string> {
+  return Buffer.from(await webcrypto.subtle.digest('SHA-256', data)).toString('hex')
 }
 
 export const CHUNK_ID = /^[0-9a-f]{64}$/
@@ -55,6 +60,6 @@ export async function decodeBlob (id: string, stored: Uint8Array, expectedSize?:
     }
   } else throw corrupt(`unknown codec ${stored[0]}`)
   if (expectedSize != null && plain.length !== expectedSize) throw corrupt(`${plain.length} bytes, expected ${expectedSize}`)
-  if (sha256Hex(plain) !== id) throw corrupt('content does not match its SHA-256')
+  if (await sha256HexAsync(plain) !== id) throw corrupt('content does not match its SHA-256')
   return plain
 }

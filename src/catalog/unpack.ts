@@ -29,6 +29,7 @@ export class BundleWriter {
   private readonly handles = new Map<number, FileHandle>()
   private readonly placed = new Set<string>()
   private readonly placing = new Set<string>()
+  private journalHandle?: Promise<FileHandle>
   private bytes = 0
 
   /** Present for a resumable writer: one placed chunk id per line. */
@@ -159,7 +160,11 @@ export class BundleWriter {
         this.bytes += plain.length
       }
       // Journalled only once written, so a restart never trusts a chunk it did not write.
-      if (this.journal != null) await appendFile(this.journal, `${id}\n`)
+      if (this.journal != null) {
+        // One handle, opened once: concurrent placements share the promise.
+        this.journalHandle ??= open(this.journal, 'a')
+        await (await this.journalHandle).write(`${id}\n`)
+      }
       this.placed.add(id)
     } finally {
       this.placing.delete(id)
@@ -224,6 +229,9 @@ export class BundleWriter {
   private async closeAll (): Promise<void> {
     for (const handle of this.handles.values()) await handle.close().catch(() => {})
     this.handles.clear()
+    const journal = this.journalHandle
+    this.journalHandle = undefined
+    await journal?.then(async h => await h.close()).catch(() => {})
   }
 }
 
