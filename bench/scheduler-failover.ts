@@ -14,6 +14,10 @@
  * suspectAfterMs. Either way the lease is taken over as soon as its holder is not alive, and the
  * other nodes see the new lease at their next election tick (renewMs).
  */
+import { rmSync } from 'node:fs'
+import { mkdtemp } from 'node:fs/promises'
+import { cpus, loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { startNodeProcess, call, ADMIN_PASSWORD, type NodeProcess } from '../test/helpers/node-process.ts'
 
@@ -68,6 +72,21 @@ async function until<T> (what: string, check: () => Promise<T | undefined>, ever
   throw new Error(`${what} did not happen within ${LIMIT_MS} ms${last != null ? `: ${String(last)}` : ''}`)
 }
 
+/** Every node process and data folder of the run in progress, for the interrupt handler. */
+const live = new Set<NodeProcess>()
+const dirs = new Set<string>()
+// Interrupted (Ctrl-C, a timeout): leave no node process or data folder behind.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    for (const node of live) node.child.kill('SIGKILL')
+    // Once they are gone (a dying node may still be writing its files).
+    setTimeout(() => {
+      for (const dir of dirs) { try { rmSync(dir, { recursive: true, force: true, maxRetries: 3 }) } catch {} }
+      process.exit(130)
+    }, 300)
+  })
+}
+
 async function runProfile (profile: Profile, signal: 'SIGKILL' | 'SIGSTOP'): Promise<{ all: number[], first: number[] }> {
   const nodes = new Map<string, NodeProcess>()
   let serial = 0
@@ -76,7 +95,11 @@ async function runProfile (profile: Profile, signal: 'SIGKILL' | 'SIGSTOP'): Pro
   const start = async (): Promise<void> => {
     const name = `f${++serial}`
     const env = { ...profile.env, CORRAL_NODE_NAME: name, CORRAL_LOG_LEVEL: 'warn', CORRAL_SIM_CPUS: '4' }
-    nodes.set(name, await startNodeProcess(serial === 1 ? env : { ...env, CORRAL_JOIN_TOKEN: joinToken, CORRAL_ADMIN_PASSWORD: '' }))
+    const dataDir = await mkdtemp(join(tmpdir(), 'corral-bench-failover-'))
+    dirs.add(dataDir)
+    const node = await startNodeProcess(serial === 1 ? env : { ...env, CORRAL_JOIN_TOKEN: joinToken, CORRAL_ADMIN_PASSWORD: '' }, { dataDir })
+    live.add(node)
+    nodes.set(name, node)
     if (serial === 1) {
       const first = nodes.get(name)!
       token = (await call(first.url, 'POST', '/api/v1/auth/token', { body: { username: 'admin', password: ADMIN_PASSWORD } })).body.token
@@ -122,13 +145,15 @@ async function runProfile (profile: Profile, signal: 'SIGKILL' | 'SIGSTOP'): Pro
       console.log(`  ${profile.name} ${signal} run ${run + 1}: ${old} down; ${[...names].join(' / ')} recognised by the first survivor after ${Math.min(...after).toFixed(0)} ms, by all ${survivors.length} after ${Math.max(...after).toFixed(0)} ms${names.size > 1 ? ' (survivors named different leaders!)' : ''}`)
       victim.child.kill('SIGKILL')
       await victim.destroy()
+      live.delete(victim)
+      dirs.delete(victim.dataDir)
       nodes.delete(old)
       // A join token names its issuer as the bootstrap address: take one from a live node.
       joinToken = (await call(survivors[0]!.url, 'GET', '/api/v1/cluster/join-token', { token })).body.token
       await start()
     }
   } finally {
-    await Promise.all([...nodes.values()].map(async n => { await n.destroy() }))
+    await Promise.all([...nodes.values()].map(async n => { await n.destroy(); live.delete(n); dirs.delete(n.dataDir) }))
   }
   return { all, first }
 }
@@ -141,7 +166,7 @@ for (const profile of profiles) {
     results.push({ profile, signal, ...await runProfile(profile, signal) })
   }
 }
-console.log(`\nscheduler failover, ${nodeCount} node processes on loopback (poll GET /api/v1/cluster every ${POLL_MS} ms; time from the signal to the leader):`)
+console.log(`\nscheduler failover, ${nodeCount} node processes on loopback (poll GET /api/v1/cluster every ${POLL_MS} ms; time from the signal; machine load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} cores):`)
 for (const { profile, signal, all, first } of results) {
   console.log(`  ${profile.name.padEnd(7)} ${signal}: every survivor knows the new leader: median ${median(all).toFixed(0)} ms, max ${Math.max(...all).toFixed(0)} ms; first survivor: median ${median(first).toFixed(0)} ms  [${profile.describe}]`)
 }
