@@ -3,19 +3,19 @@
  * the bucket about once.
  *
  * Every pull announces itself in the cluster-wide `catalog-holders` records (pulling, then
- * complete). A node then looks for each chunk it lacks:
- *   1. at a peer that holds the whole image (complete), chosen per chunk so the load spreads;
- *   2. at the chunk's owner among the nodes pulling the same image now (rendezvous hashing over
- *      that swarm, so every node agrees without talking): the owner fetches it from the provider
- *      once, on demand, and serves it to the others;
- *   3. at the provider, always the last resort.
- * The unit is a segment (neighbouring chunks of one pack, about 8 MiB): ownership is per segment,
- * so an owner reads it from storage as one ranged read. Chunks travel over
- * `/corral/catalog-chunks/1.0.0` byte streams (stored form, compressed); the receiver checks each
- * against its id, so a peer can never hand over bad bytes.
+ * complete). The unit of transfer is a segment (neighbouring chunks of one pack, about 8 MiB). A
+ * node looks for each segment's chunks it lacks:
+ *   1. at a peer that holds the whole image (complete), chosen per segment so the load spreads;
+ *   2. at the segment's owner among the nodes pulling the same image now (rendezvous hashing over
+ *      that swarm, so every node agrees without talking): the owner reads it from storage once, as
+ *      one ranged read, on demand, and serves it to the others;
+ *   3. at the provider, only once peers had two tries.
+ * Chunks travel over `/corral/catalog-chunks/1.0.0` byte streams in stored form (compressed from
+ * a chunk store, uncompressed from an unpacked image); the receiver checks each against its id,
+ * so a peer can never hand over bad bytes.
  *
  * Prefetch sends `catalog.prefetch` to every alive host matching labels, with the whole swarm
- * named, so they split the provider reads from the first chunk on.
+ * named, so they split the provider reads from the first segment on.
  */
 import { createHash } from 'node:crypto'
 import type { Duplex } from 'node:stream'
