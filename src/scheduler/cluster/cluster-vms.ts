@@ -146,25 +146,17 @@ export class ClusterVms extends EventTarget implements VmService {
       gatewayName: self.nodeName,
       state: 'queued'
     }
-    // Kept in memory while the first submission runs, and on disk only if it has to wait: until the
-    // client has its answer nothing is promised, and most requests are placed at once.
-    this.pending.set(pending.id, pending)
-    let outcome: SubmitOutcome
-    try {
-      outcome = await this.submit(pending)
-    } catch (err) {
-      this.pending.delete(pending.id)
-      throw err
-    }
+    // Written down (and gossiped) only if it has to wait: until the client has its answer nothing
+    // is promised, and most requests are placed at once.
+    const outcome = await this.submit(pending)
     if (outcome.outcome === 'placed') {
-      this.pending.delete(pending.id)
       return { vm: outcome.vm, done: this.watch(pending.id, request.start !== false ? 'running' : 'stopped', pending.deadline) }
     }
     if (outcome.outcome === 'rejected') {
-      this.pending.delete(pending.id)
       throw new InsufficientCapacityError(outcome.reason, { rejected: outcome.rejected })
     }
-    // submit() has written it to disk, with its position, since it waits.
+    if (outcome.outcome === 'queued') Object.assign(pending, { position: outcome.position, reason: outcome.reason })
+    await this.savePending(pending)
     this.dispatchEvent(new CustomEvent('vm', { detail: { type: 'vm.state', vm: pendingAsVm(pending), at: new Date(now).toISOString() } satisfies VmEvent }))
     return { vm: pendingAsVm(pending), done: this.watch(pending.id, request.start !== false ? 'running' : 'stopped', pending.deadline) }
   }
