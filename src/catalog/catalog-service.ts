@@ -487,11 +487,12 @@ export class CatalogService extends EventTarget {
           if (need.length > 0) {
             const fetched = await this.obtainSegment(segment, need, manifest, routing, progress, options, async got => {
               for (const [id, c] of got) await w.place(id, c.plain)
-            })
+            }, id => w.has(id))
             for (const id of need) {
               const got = fetched.get(id)
-              if (got == null) throw new ChunkNotFoundError(`chunk ${id.slice(0, 12)}… of ${cachedName(version.image, version.version)} was not fetched`, { chunk: id })
-              await w.place(id, got.plain)
+              // Placed by a peer's request this node served meanwhile, or here now.
+              if (got == null && !w.has(id)) throw new ChunkNotFoundError(`chunk ${id.slice(0, 12)}… of ${cachedName(version.image, version.version)} was not fetched`, { chunk: id })
+              if (got != null) await w.place(id, got.plain)
               progress.chunksDone++
               progress.bytesDone += manifest.blobs[id].stored
             }
@@ -575,15 +576,17 @@ export class CatalogService extends EventTarget {
    * fetch per segment at a time on this node, whoever asks (a pull here, a peer's request); a
    * caller that joined another's fetch gets what that fetch got, and fetches the rest itself.
    */
-  private async obtainSegment (segment: Segment, wanted: string[], manifest: BundleManifest, routing: SegmentRouting, progress: FetchCounters, options: { signal: AbortSignal, logger: Logger }, persist: (got: Map<string, FetchedChunk>) => Promise<void>): Promise<Map<string, FetchedChunk>> {
+  private async obtainSegment (segment: Segment, wanted: string[], manifest: BundleManifest, routing: SegmentRouting, progress: FetchCounters, options: { signal: AbortSignal, logger: Logger }, persist: (got: Map<string, FetchedChunk>) => Promise<void>, held: (id: string) => boolean): Promise<Map<string, FetchedChunk>> {
     const result = new Map<string, FetchedChunk>()
     let need = wanted
-    for (let attempt = 0; attempt < 3 && need.length > 0; attempt++) {
+    // Bounded: each pass either joins a fetch that persisted chunks, or fetches what is left itself.
+    for (let attempt = 0; attempt < 8 && need.length > 0; attempt++) {
       const running = this.segmentFetches.get(segment.key)
       if (running != null) {
         const got = await running.catch(() => new Map<string, FetchedChunk>())
         for (const id of need) { const c = got.get(id); if (c != null) result.set(id, c) }
-        need = need.filter(id => !result.has(id))
+        // What that fetch persisted for its own caller is here now too: not fetched again.
+        need = need.filter(id => !result.has(id) && !held(id))
         continue
       }
       const mine: FetchCounters = { bytesFromPeers: 0, bytesFromProvider: 0, corruptChunks: 0 }
@@ -653,8 +656,16 @@ export class CatalogService extends EventTarget {
               if (active != null) await active.place(id, c.plain)
               else await this.store.put(id, c.stored, { verified: true })
             }
-          })
+          }, id => this.store.has(id) || this.writers.get(manifestDigest)?.has(id) === true)
           for (const [id, c] of got) out.set(id, c.stored)
+        }
+        // Persisted here by another fetch this one joined: read back.
+        for (const id of missing) {
+          if (out.has(id)) continue
+          const stored = this.store.has(id) ? await this.store.readStored(id).catch(() => undefined) : undefined
+          const placed = stored == null ? await this.writers.get(manifestDigest)?.readPlaced(id) : undefined
+          if (stored != null) out.set(id, stored)
+          else if (placed != null) out.set(id, rawBlob(placed))
         }
       }
     }

@@ -104,8 +104,8 @@ export class BundleWriter {
       } else {
         const file = this.files.push(path) - 1
         const handle = resuming
-          ? await open(path, 'r+').catch(async () => await open(path, 'wx', 0o600))
-          : await open(path, 'wx', 0o600)
+          ? await open(path, 'r+').catch(async () => await open(path, 'wx+', 0o600))
+          : await open(path, 'wx+', 0o600)
         // The full length now: zero chunks are never written, so they stay holes.
         await handle.truncate(entry.size)
         let offset = 0

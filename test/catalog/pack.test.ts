@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
 import { packFolder, type BlobSink } from '../../src/catalog/pack.ts'
-import { unpackBundle, removeTree } from '../../src/catalog/unpack.ts'
+import { unpackBundle, removeTree, BundleWriter } from '../../src/catalog/unpack.ts'
 import { ChunkStore } from '../../src/catalog/chunk-store.ts'
 import { CHUNKER_ALGORITHM, type ChunkingParams } from '../../src/catalog/chunker.ts'
 import { decodeManifest, encodeManifest, manifestDigest, ZERO_CHUNK } from '../../src/catalog/manifest.ts'
@@ -137,5 +137,37 @@ test('a failed unpack leaves nothing under the final name', async () => {
     }), /disk gone/)
     assert.deepEqual(await readdir(join(dir, 'out')), [])
     await assert.rejects(lstat(join(dir, 'out', 'guest.pvm')))
+  })
+})
+
+test('a resumable writer reads back what it placed, and after a crash keeps only chunks that still hash right', async () => {
+  await withDir(async dir => {
+    const root = await makeBundle(dir)
+    const store = new ChunkStore({ logger }, { dir: join(dir, 'store') })
+    await store.open()
+    const manifest = await packFolder(root, storeSink(store), { chunking: SMALL })
+    await mkdir(join(dir, 'out'))
+    const ids = Object.keys(manifest.blobs)
+    const first = await BundleWriter.resumable(manifest, join(dir, 'out'))
+    for (const id of ids.slice(0, 3)) await first.place(id, await store.readPlain(id))
+    assert.ok((await first.readPlaced(ids[0]))?.equals(await store.readPlain(ids[0])), 'placed chunks are served back')
+    assert.equal(await first.readPlaced(ids[4]), undefined)
+    await first.suspend()
+    // A write the journal recorded but the disk lost: zeroes where chunk 2 was.
+    const disk = manifest.entries.find(e => e.type === 'file' && e.chunks.some(([id]) => id === ids[2]))
+    assert.ok(disk?.type === 'file')
+    let offset = 0
+    for (const [id, size] of disk.chunks) { if (id === ids[2]) break; offset += size }
+    const staged = join(dir, 'out', `.unpacking-${manifest.root}`, ...disk.path.split('/'))
+    const h = await open(staged, 'r+')
+    await h.write(Buffer.alloc(16), 0, 16, offset)
+    await h.close()
+
+    const again = await BundleWriter.resumable(manifest, join(dir, 'out'))
+    assert.ok(again.has(ids[0]) && again.has(ids[1]))
+    assert.equal(again.has(ids[2]), false, 'a chunk that no longer hashes right is placed again')
+    for (const id of again.missing()) await again.place(id, await store.readPlain(id))
+    const out = await again.finish()
+    for (const file of ['config.pvs', 'disk.hdd', 'sparse.img']) assert.ok((await readFile(join(out, file))).equals(await readFile(join(root, file))), file)
   })
 })
