@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import type { Member, MeshNode } from '../../node/index.ts'
 import type { VmRecord } from '../host/vm-record.ts'
-import { place, type PlacementHost, type PlacementPolicy, type PlacementRejection, type PlacementResult } from '../placement/index.ts'
+import { place, type PlacementCandidate, type PlacementHost, type PlacementPolicy, type PlacementRejection, type PlacementResult, type Resources } from '../placement/index.ts'
 import type { LeaderElection } from '../leader/leader-election.ts'
 import { queueOrder, type PendingVm } from './pending.ts'
 import { hostsSnapshot } from './snapshot.ts'
@@ -30,11 +30,23 @@ export interface SchedulerComponents {
 
 /** How often the leader retries its queue even without news (capacity may free silently). */
 const RETRY_EVERY_MS = 500
+/** A host that refused a request is passed over for it this long (its gossip was behind). */
+const REFUSAL_MEMORY_MS = 2_000
+/** An admitted VM's resources count against its host until the host's gossip lists it, or this long. */
+const RESERVATION_MEMORY_MS = 10_000
+
+/** Resources the leader has promised a host that the host's own gossip may not show yet. */
+interface Reservation { peerId: string, resources: Resources, since: number }
 
 /**
  * The leader's half of scheduling: a priority queue, placement on a snapshot of the hosts, and
- * admission by the chosen host, trying the next candidate when one refuses. Only the host decides
- * whether it has room; the leader only chooses, so two leaders can cost a retry but never overfill.
+ * admission by the chosen host. Only the host decides whether it has room; the leader only
+ * chooses, so two leaders can cost a retry but never overfill.
+ *
+ * A pass is synchronous: it chooses a host for every request it can and sends the admissions
+ * without waiting for them, so hosts admit in parallel (each one's durable write is the slow
+ * part). What is in flight or admitted but not yet in a host's gossip is subtracted from that
+ * host in the next pass, so passes running ahead of gossip do not pile requests on one host.
  */
 export class SchedulerService {
   private readonly c: SchedulerComponents
@@ -43,15 +55,25 @@ export class SchedulerService {
   /** Requests already placed, so a re-submission is answered, not placed twice. */
   private readonly placed = new Map<string, { host: string, peerId: string, vm: VmRecord }>()
   private readonly rejected = new Map<string, { reason: string, rejected: PlacementRejection[] }>()
-  private running: Promise<void> = Promise.resolve()
+  /** Admissions under way, by request id. */
+  private readonly admitting = new Map<string, Promise<void>>()
+  /** By request id: in flight or admitted, until the host's gossip shows the VM. */
+  private readonly reservations = new Map<string, Reservation>()
+  /** By request id: hosts that refused it lately, and when. */
+  private readonly refusals = new Map<string, Map<string, number>>()
   private timer?: NodeJS.Timeout
-  private readonly onMember = (): void => { if (this.queue.size > 0) void this.drainSoon() }
+  private readonly onMember = (): void => { if (this.queue.size > 0) this.drain() }
   /**
    * A leader that loses the lease forgets its queue: the gateways keep every request and re-submit
    * it to the new leader, and a stale copy here would be placed a second time (or after its
    * deletion, which is only sent to the leader of the moment) should this node lead again.
    */
-  private readonly onLeader = (): void => { if (!this.c.election.isLeader()) this.queue.clear() }
+  private readonly onLeader = (): void => {
+    if (this.c.election.isLeader()) return
+    this.queue.clear()
+    this.reservations.clear()
+    this.refusals.clear()
+  }
 
   constructor (components: SchedulerComponents, policy: PlacementPolicy) {
     this.c = components
@@ -62,8 +84,8 @@ export class SchedulerService {
     this.c.mesh.handleRpc<PendingVm>(SCHED_RPC.submit, async body => await this.submit(body))
     this.c.mesh.handleRpc<{ id: string }>(SCHED_RPC.cancel, async ({ id }) => {
       this.queue.delete(String(id))
-      // A pass under way may be placing it right now: answer once it is over, with whether it did.
-      await this.running
+      // An admission under way may be placing it right now: answer once it is over, with whether it did.
+      await this.admitting.get(String(id))
       return { cancelled: true, placed: this.placed.has(String(id)) }
     })
     this.c.mesh.on('member:update', this.onMember)
@@ -86,8 +108,12 @@ export class SchedulerService {
     if (done != null) return { outcome: 'placed', ...done }
     const refused = this.rejected.get(pending.id)
     if (refused != null) return { outcome: 'rejected', ...refused }
-    this.queue.set(pending.id, { ...pending })
-    await this.drainSoon()
+    if (!this.admitting.has(pending.id)) {
+      this.queue.set(pending.id, { ...pending })
+      this.drain()
+    }
+    // A refused admission goes straight to the next host: follow it (bounded: each refusal rules a host out).
+    for (let round = 0; round < 64 && this.admitting.has(pending.id); round++) await this.admitting.get(pending.id)
     const placed = this.placed.get(pending.id)
     if (placed != null) return { outcome: 'placed', ...placed }
     const rejected = this.rejected.get(pending.id)
@@ -100,13 +126,8 @@ export class SchedulerService {
     return [...this.queue.values()].sort(queueOrder).findIndex(p => p.id === id) + 1
   }
 
-  /** One drain at a time; callers wait for the one that includes their request. */
-  private async drainSoon (): Promise<void> {
-    this.running = this.running.then(async () => await this.drain()).catch((err: Error) => this.c.logger.error({ err: err.message }, 'scheduling pass failed'))
-    await this.running
-  }
-
-  private async drain (): Promise<void> {
+  /** One pass over the queue: every request placed, sent for admission, held back or refused. */
+  private drain (): void {
     if (!this.c.election.isLeader() || this.queue.size === 0) return
     const now = this.c.clock()
     const self = this.c.mesh.self().peerId
@@ -115,12 +136,11 @@ export class SchedulerService {
     const hosts = hostsSnapshot(members, { peerId: self, state: own })
     const alive = new Set(members.filter(m => m.status === 'alive').map(m => m.peerId)).add(self)
     const running = runningVms(members, self, own)
+    this.holdReserved(hosts, running, now)
     let blocked = false
     for (const pending of [...this.queue.values()].sort(queueOrder)) {
-      // The lease can pass to another node while this pass waits on hosts: stop placing at once.
-      if (!this.c.election.isLeader()) return
-      // Cancelled while this pass waited on hosts.
-      if (!this.queue.has(pending.id)) continue
+      // Sent to a host already: its resources are held in `hosts`; the answer decides the rest.
+      if (this.admitting.has(pending.id)) continue
       if (pending.deadline <= now) {
         this.queue.delete(pending.id)
         continue
@@ -146,8 +166,23 @@ export class SchedulerService {
         this.rejectIfNeverFits(pending, hosts)
         continue
       }
-      const outcome = await this.placeOne(pending, hosts)
-      if (outcome === 'wait') blocked = true
+      if (this.placeOne(pending, hosts, now) === 'wait') blocked = true
+    }
+  }
+
+  /**
+   * Subtracts what this leader promised hosts and their gossip does not show yet; forgets a
+   * promise once the VM is in the host's own list (its free figures include it then) or it is old.
+   */
+  private holdReserved (hosts: PlacementHost[], running: Map<string, { peerId: string }>, now: number): void {
+    const byPeer = new Map(hosts.map(h => [h.peerId, h]))
+    for (const [id, r] of this.reservations) {
+      if (!this.admitting.has(id) && (running.get(id)?.peerId === r.peerId || now - r.since > RESERVATION_MEMORY_MS)) {
+        this.reservations.delete(id)
+        continue
+      }
+      const host = byPeer.get(r.peerId)
+      if (host != null) subtract(host, r.resources)
     }
   }
 
@@ -159,39 +194,59 @@ export class SchedulerService {
     const result = now ?? ever
     this.queue.delete(pending.id)
     this.rejected.set(pending.id, { reason: result.reason, rejected: result.rejected })
+    trimOldest(this.rejected, 10_000)
     this.c.logger.info({ vm: pending.id, reason: result.reason }, 'request can never be placed')
     return true
   }
 
-  private async placeOne (pending: PendingVm, hosts: PlacementHost[]): Promise<'placed' | 'wait' | 'rejected'> {
-    const result = place(pending.request, hosts, this.policy, { tieBreakSeed: hashSeed(pending.id) })
+  private placeOne (pending: PendingVm, hosts: PlacementHost[], now: number): 'admitting' | 'wait' | 'rejected' {
+    const refusedBy = this.refusals.get(pending.id)
+    for (const [peerId, at] of refusedBy ?? []) if (now - at > REFUSAL_MEMORY_MS) refusedBy?.delete(peerId)
+    const eligible = refusedBy == null || refusedBy.size === 0 ? hosts : hosts.filter(h => !refusedBy.has(h.peerId))
+    const result = place(pending.request, eligible, this.policy, { tieBreakSeed: hashSeed(pending.id) })
     if (!result.placed) {
       if (this.rejectIfNeverFits(pending, hosts, result)) return 'rejected'
-      pending.reason = result.reason
+      pending.reason = refusedBy != null && refusedBy.size > 0 && eligible.length < hosts.length
+        ? 'every host that fits refused its reservation just now; retrying'
+        : result.reason
       return 'wait'
     }
-    for (const candidate of result.ranked) {
-      try {
-        const vm = await this.c.mesh.request<VmRecord>(candidate.peerId, SCHED_RPC.admit, { pending, resources: candidate.resources })
-        this.queue.delete(pending.id)
-        this.placed.set(pending.id, { host: candidate.name, peerId: candidate.peerId, vm })
-        trimOldest(this.placed, 10_000)
-        // Keep this pass honest until the host's own gossip catches up.
-        const host = hosts.find(h => h.peerId === candidate.peerId)
-        if (host != null) {
-          host.free.cpus -= candidate.resources.cpus
-          host.free.memoryMiB -= candidate.resources.memoryMiB
-          host.free.diskMiB -= candidate.resources.diskMiB
-        }
-        this.c.logger.info({ vm: pending.id, host: candidate.name }, 'VM placed')
-        return 'placed'
-      } catch (err) {
-        this.c.logger.info({ vm: pending.id, host: candidate.name, err: (err as Error).message }, 'host refused the VM; trying the next')
-      }
-    }
-    pending.reason = 'every host that fits refused its reservation just now; retrying'
-    return 'wait'
+    const [candidate] = result.ranked
+    // Hold its resources in this pass at once, and in later passes until the host's gossip shows it.
+    const host = hosts.find(h => h.peerId === candidate.peerId)
+    if (host != null) subtract(host, candidate.resources)
+    this.reservations.set(pending.id, { peerId: candidate.peerId, resources: candidate.resources, since: now })
+    this.admitting.set(pending.id, this.admit(pending, candidate))
+    return 'admitting'
   }
+
+  /** Asks the chosen host to admit the request; a refusal sends it back to the queue without that host. */
+  private async admit (pending: PendingVm, candidate: PlacementCandidate): Promise<void> {
+    try {
+      const vm = await this.c.mesh.request<VmRecord>(candidate.peerId, SCHED_RPC.admit, { pending, resources: candidate.resources })
+      this.queue.delete(pending.id)
+      this.refusals.delete(pending.id)
+      this.placed.set(pending.id, { host: candidate.name, peerId: candidate.peerId, vm })
+      trimOldest(this.placed, 10_000)
+      this.admitting.delete(pending.id)
+      this.c.logger.info({ vm: pending.id, host: candidate.name }, 'VM placed')
+    } catch (err) {
+      this.admitting.delete(pending.id)
+      this.reservations.delete(pending.id)
+      const refusedBy = this.refusals.get(pending.id) ?? new Map<string, number>()
+      this.refusals.set(pending.id, refusedBy.set(candidate.peerId, this.c.clock()))
+      trimOldest(this.refusals, 10_000)
+      this.c.logger.info({ vm: pending.id, host: candidate.name, err: (err as Error).message }, 'host refused the VM; trying the next')
+      // The next pass, right away, tries the next host (this one is passed over for a moment).
+      if (this.queue.has(pending.id)) this.drain()
+    }
+  }
+}
+
+function subtract (host: PlacementHost, resources: Resources): void {
+  host.free.cpus -= resources.cpus
+  host.free.memoryMiB -= resources.memoryMiB
+  host.free.diskMiB -= resources.diskMiB
 }
 
 /** Every VM the hosts report, by id, with the host that runs it (this host's own state included). */
