@@ -8,6 +8,7 @@
  *   suspect/dead --(heartbeat or successful ping)--> alive
  */
 import type { SafeEmitter } from './emitter.ts'
+import { deepFreeze } from './freeze.ts'
 import type { HeartbeatMessage } from './wire.ts'
 import type { Member, MeshEvents, MemberStatus } from './types.ts'
 
@@ -124,13 +125,14 @@ export class Membership {
 }
 
 function copyState (hb: HeartbeatMessage): Omit<HeartbeatMessage, never> {
-  const out: HeartbeatMessage = { peerId: hb.peerId, nodeName: hb.nodeName, addrs: [...hb.addrs], version: hb.version, state: hb.state }
+  const out: HeartbeatMessage = { peerId: hb.peerId, nodeName: hb.nodeName, addrs: [...hb.addrs], version: hb.version, state: deepFreeze(hb.state) }
   if (hb.apiAddress !== undefined) out.apiAddress = hb.apiAddress
   return out
 }
 
+/** A copy of the member's fields; its state is shared, frozen, since readers outnumber changes by far. */
 function snapshot (m: Member): Member {
-  return { ...m, addrs: [...m.addrs], state: structuredClone(m.state) }
+  return { ...m, addrs: [...m.addrs] }
 }
 
 function sameList (a: string[], b: string[]): boolean {

@@ -27,6 +27,7 @@ import {
   RPC_PROTOCOL, SYNC_PROTOCOL
 } from './constants.ts'
 import { SafeEmitter } from './emitter.ts'
+import { deepFreeze } from './freeze.ts'
 import { MeshNotRunningError, NodeStateInvalidError, PeerUnavailableError } from './errors.ts'
 import { Membership } from './membership.ts'
 import { MeshCounters } from './metrics.ts'
@@ -127,6 +128,8 @@ class MeshNodeImpl implements MeshNode {
   private apiAddress: string | undefined
   private version = 0
   private announcedAddrs: string[] = []
+  /** libp2p rebuilds its address list on every call (~0.2 ms); hot paths ask for it per request. */
+  private addrsCache: string[] | undefined
 
   // Housekeeping.
   private readonly pinging = new Set<string>()
@@ -275,6 +278,7 @@ class MeshNodeImpl implements MeshNode {
     pubsub.addEventListener('subscription-change', this.onSubscriptionChange)
     node.addEventListener('peer:connect', this.onPeerConnect)
     node.addEventListener('peer:disconnect', this.onPeerDisconnect)
+    node.addEventListener('self:peer:update', this.onSelfUpdate)
     node.services.mdns?.addEventListener('peer', this.onMdnsPeer)
 
     await node.start()
@@ -309,6 +313,7 @@ class MeshNodeImpl implements MeshNode {
     const node = this.libp2p
     node.removeEventListener('peer:connect', this.onPeerConnect)
     node.removeEventListener('peer:disconnect', this.onPeerDisconnect)
+    node.removeEventListener('self:peer:update', this.onSelfUpdate)
     node.services.pubsub.removeEventListener('message', this.onGossip)
     node.services.pubsub.removeEventListener('subscription-change', this.onSubscriptionChange)
     node.services.mdns?.removeEventListener('peer', this.onMdnsPeer)
@@ -342,7 +347,7 @@ class MeshNodeImpl implements MeshNode {
       throw new NodeStateInvalidError(`The node state is ${size} bytes of JSON, over the ${MAX_STATE_BYTES}-byte heartbeat budget; ` +
         'move bulky data into records and keep a summary in the state.', { size })
     }
-    this.localState = JSON.parse(JSON.stringify(state))
+    this.localState = deepFreeze(JSON.parse(JSON.stringify(state)))
     this.bumpVersion()
   }
 
@@ -599,6 +604,8 @@ class MeshNodeImpl implements MeshNode {
 
   private publishHeartbeat (): void {
     if (this.phase !== 'running') return
+    // Read afresh each heartbeat, whatever libp2p signalled: the announced list is never stale for long.
+    this.addrsCache = undefined
     const addrs = this.selfAddrs()
     if (!sameList(addrs, this.announcedAddrs)) {
       this.announcedAddrs = addrs
@@ -634,7 +641,8 @@ class MeshNodeImpl implements MeshNode {
       nodeName: this.init.nodeName,
       addrs: this.selfAddrs(),
       version: this.version,
-      state: structuredClone(this.localState),
+      // Frozen when set: callers share it instead of paying a deep copy per read.
+      state: this.localState,
       status: 'alive',
       lastSeen: now,
       statusSince: this.startedAt || now,
@@ -645,8 +653,12 @@ class MeshNodeImpl implements MeshNode {
   }
 
   private selfAddrs (): string[] {
-    return this.phase === 'new' ? [] : this.libp2p.getMultiaddrs().map(a => a.toString())
+    if (this.phase === 'new') return []
+    this.addrsCache ??= this.libp2p.getMultiaddrs().map(a => a.toString())
+    return [...this.addrsCache]
   }
+
+  private readonly onSelfUpdate = (): void => { this.addrsCache = undefined }
 
   /** Tell libp2p where a member listens, so rpc, ping and sync can dial it by peer id. */
   private learnAddrs (peerId: string, addrs: string[]): void {

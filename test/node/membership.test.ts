@@ -19,16 +19,18 @@ function setup (): { membership: Membership, events: string[], advance: (ms: num
 const hb = (version: number, extra: Partial<{ nodeName: string, state: unknown, addrs: string[] }> = {}): Parameters<Membership['onHeartbeat']>[0] =>
   ({ peerId: 'p1', nodeName: 'n1', addrs: ['/ip4/10.0.0.1/tcp/1/p2p/p1'], version, state: {}, ...extra })
 
-test('join, update on a newer version only, and the view copies', () => {
+test('join, update on a newer version only, and the view cannot change the member', () => {
   const { membership, events } = setup()
   assert.deepEqual(membership.onHeartbeat(hb(5)), { joined: true, updated: true, addrsChanged: true })
   assert.deepEqual(membership.onHeartbeat(hb(5, { state: { ignored: true } })), { joined: false, updated: false, addrsChanged: false })
   assert.deepEqual(membership.onHeartbeat(hb(4, { state: { older: true } })), { joined: false, updated: false, addrsChanged: false })
   assert.deepEqual(membership.onHeartbeat(hb(6, { state: { cpus: 4 } })), { joined: false, updated: true, addrsChanged: false })
   assert.deepEqual(membership.get('p1')!.state, { cpus: 4 })
-  const view = membership.get('p1')!;
-  (view.state as { cpus: number }).cpus = 99
+  const view = membership.get('p1')!
+  assert.throws(() => { (view.state as { cpus: number }).cpus = 99 }, TypeError, 'the shared state is frozen')
+  view.addrs.push('/ip4/10.0.0.9/tcp/1')
   assert.deepEqual(membership.get('p1')!.state, { cpus: 4 })
+  assert.equal(membership.get('p1')!.addrs.includes('/ip4/10.0.0.9/tcp/1'), false)
   assert.deepEqual(events, ['member:join n1 alive', 'member:update n1 alive'])
   assert.equal(membership.onHeartbeat({ ...hb(1), peerId: 'me' }).joined, false)
 })

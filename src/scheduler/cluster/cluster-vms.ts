@@ -256,7 +256,7 @@ export class ClusterVms extends EventTarget implements VmService {
 
 
   private placedSomewhere (id: string): boolean {
-    if (this.c.host.list().some(v => v.id === id)) return true
+    if (this.c.host.has(id)) return true
     return this.remoteMembers().some(m => asHostState(m.state)?.vms.some(v => v.id === id) === true)
   }
 
@@ -369,7 +369,7 @@ export class ClusterVms extends EventTarget implements VmService {
 
   /** This host, a member whose gossip lists the VM, or (gossip lagging) whoever answers for it. */
   private async owner (id: string): Promise<Owner> {
-    if (this.c.host.list().some(v => v.id === id)) return { local: true }
+    if (this.c.host.has(id)) return { local: true }
     const remote = this.remoteMembers()
     const gossiped = remote.find(m => asHostState(m.state)?.vms.some(v => v.id === id) === true)
     if (gossiped != null) return { local: false, member: gossiped }

@@ -69,8 +69,7 @@ export function registerVmRpc (mesh: MeshNode, host: HostAgent, logger: Logger):
 export function registerAdmission (mesh: MeshNode, host: HostAgent, publisher: StatePublisher, logger: Logger): void {
   mesh.handleRpc<{ pending: PendingVm }>('host.admit', async ({ pending }, ctx) => {
     const self = mesh.self()
-    const existing = host.list().find(v => v.id === pending.id)
-    if (existing != null) return existing
+    if (host.has(pending.id)) return host.get(pending.id)
     // Fencing: only the leader this host's lease record names may place here. A leader that lost
     // the lease (a healed partition) may still be mid-pass over a queue the new leader also has.
     const holder = leaseHolder(mesh)

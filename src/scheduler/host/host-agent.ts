@@ -8,6 +8,7 @@ import { ReservationLedger, type Resources } from './reservations.ts'
 import { actionRules, canDo, isTransitional, refusal, type VmAction, type VmState } from './vm-state.ts'
 import type { VmEvent, VmRecord } from './vm-record.ts'
 import type { HostView, LifecycleAction } from '../types.ts'
+import { deepFreeze } from '../../node/freeze.ts'
 
 export interface HostAgentComponents {
   driver: Driver
@@ -69,6 +70,9 @@ export class HostAgent extends EventTarget {
   private readonly background = new Set<Promise<unknown>>()
   /** VMs with a lifecycle action under way, and which: one at a time per VM. */
   private readonly busy = new Map<string, string>()
+  /** Bumped on every change to a VM record: list() rebuilds its shared copies only then. */
+  private revision = 0
+  private listed?: { revision: number, copies: VmRecord[] }
   private readonly onDriverExit = (event: Event): void => { this.driverReportedExit(event as CustomEvent<{ id: string, state: DriverVm['state'], reason: string }>) }
 
   constructor (components: HostAgentComponents, init: HostAgentInit) {
@@ -119,8 +123,20 @@ export class HostAgent extends EventTarget {
     }
   }
 
+  /**
+   * Every VM on this host, oldest first. The copies are frozen and shared until the next change,
+   * since the gossip publisher, the scheduler and every list call read far more often than VMs change.
+   */
   list (): VmRecord[] {
-    return [...this.vms.values()].map(vm => structuredClone(vm)).sort((a, b) => a.createdAt.localeCompare(b.createdAt))
+    if (this.listed?.revision !== this.revision) {
+      const copies = [...this.vms.values()].map(vm => deepFreeze(structuredClone(vm))).sort((a, b) => a.createdAt.localeCompare(b.createdAt))
+      this.listed = { revision: this.revision, copies }
+    }
+    return [...this.listed.copies]
+  }
+
+  has (id: string): boolean {
+    return this.vms.has(id)
   }
 
   get (id: string): VmRecord {
@@ -170,6 +186,7 @@ export class HostAgent extends EventTarget {
     } catch (err) {
       this.vms.delete(id)
       this.ledger.release(id)
+      this.revision++
       throw err
     }
     this.emit({ type: 'vm.state', vm: record, at: now })
@@ -188,7 +205,10 @@ export class HostAgent extends EventTarget {
       const image = await this.components.images.prepare(pending)
       const created = await driver.create({ id: record.id, name: record.name, image, cpus: record.cpus, memoryMiB: record.memoryMiB })
       // Going straight on to boot, the VM passes from creating to starting without a settled stop.
-      if (boot) record.info = created.info
+      if (boot) {
+        record.info = created.info
+        this.revision++
+      }
       else await this.setState(record, 'stopped', undefined, { info: created.info })
     } catch (err) {
       logger.error({ vm: record.id, err: (err as Error).message }, 'VM creation failed')
@@ -309,6 +329,7 @@ export class HostAgent extends EventTarget {
 
   private async setState (record: VmRecord, state: VmState, reason?: string, extra: Partial<Pick<VmRecord, 'ports' | 'info'>> = {}): Promise<void> {
     const previous = record.state
+    this.revision++
     record.state = state
     record.updatedAt = this.now()
     if (reason != null) record.stateReason = reason
@@ -328,6 +349,7 @@ export class HostAgent extends EventTarget {
   }
 
   private emit (event: VmEvent): void {
+    this.revision++
     this.dispatchEvent(new CustomEvent('vm', { detail: structuredClone(event) }))
   }
 
