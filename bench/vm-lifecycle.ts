@@ -11,6 +11,7 @@
  */
 import { parseArgs } from 'node:util'
 import { startNodeProcess, call, ADMIN_PASSWORD } from '../test/helpers/node-process.ts'
+import { cpuSeconds, machineLoad } from './proc-stats.ts'
 
 const { values } = parseArgs({ options: { driver: { type: 'string', default: 'sim' }, runs: { type: 'string', default: '7' }, cycles: { type: 'string', default: '2000' }, concurrency: { type: 'string', default: '8' }, calls: { type: 'string', default: '2000' } } })
 const cycles = Number(values.cycles)
@@ -43,11 +44,15 @@ try {
     if (deleted.status !== 204) throw new Error(`delete answered ${deleted.status}: ${JSON.stringify(deleted.body)}`)
   }
 
-  async function timedCycles (n: number, parallel: number): Promise<number> {
+  /** Cycles per second, and the node's CPU milliseconds per cycle (steady whatever the machine's load). */
+  async function timedCycles (n: number, parallel: number): Promise<string> {
     let next = 0
+    const cpuBefore = cpuSeconds(node.child.pid as number)
     const started = performance.now()
     await Promise.all(Array.from({ length: parallel }, async () => { while (next++ < n) await cycle() }))
-    return n / ((performance.now() - started) / 1000)
+    const rate = n / ((performance.now() - started) / 1000)
+    const cpuMs = (cpuSeconds(node.child.pid as number) - cpuBefore) * 1000 / n
+    return `${rate.toFixed(0)} (node CPU ${cpuMs.toFixed(2)} ms per cycle, so at most ~${(1000 / cpuMs).toFixed(0)}/s on one core)`
   }
 
   async function latency (label: string, fn: () => Promise<unknown>): Promise<void> {
@@ -63,8 +68,9 @@ try {
   }
 
   await timedCycles(Math.min(200, cycles), concurrency) // warm-up
-  console.log(`create+delete cycles/s, sequential: ${(await timedCycles(cycles, 1)).toFixed(0)}`)
-  console.log(`create+delete cycles/s, ${concurrency} concurrent clients: ${(await timedCycles(cycles, concurrency)).toFixed(0)}`)
+  console.log(machineLoad())
+  console.log(`create+delete cycles/s, sequential: ${await timedCycles(cycles, 1)}`)
+  console.log(`create+delete cycles/s, ${concurrency} concurrent clients: ${await timedCycles(cycles, concurrency)}`)
 
   const vm = (await call(node.url, 'POST', '/api/v1/vms?wait=true', { token, body: { image: 'sim-ubuntu-24.04' } })).body as { id: string }
   await latency('GET /health (no auth, no handler work)', async () => await call(node.url, 'GET', '/health'))
