@@ -10,19 +10,12 @@ import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { CorralError } from '../errors.ts'
-import { DEFAULTS, GRANT_COOKIE, GRANT_PARAM } from './constants.ts'
+import { DEFAULTS } from './constants.ts'
 import type { Dialer } from './dialer.ts'
 import { ProxyUpstreamError } from './errors.ts'
+import { HOP_BY_HOP, requestHeadersForVm, responseHeadersForClient, withoutGrant } from './headers.ts'
 import { splice } from './splice.ts'
 import type { ConnectionInfo, HttpTarget, ProxyTarget } from './types.ts'
-
-/** Headers that describe one connection, never the message: not passed on in either direction. */
-const HOP_BY_HOP = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer',
-  'transfer-encoding', 'upgrade'
-])
-/** Answered by this node already (100 Continue), or rebuilt here. */
-const REPLACED = new Set(['expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-prefix'])
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS'])
 
@@ -97,7 +90,7 @@ export class HttpForwarder {
         upstream = up
         up.once('response', (answer: IncomingMessage) => {
           answered = true
-          res.writeHead(answer.statusCode ?? 502, answer.statusMessage, downstreamHeaders(answer.rawHeaders))
+          res.writeHead(answer.statusCode ?? 502, answer.statusMessage, responseHeadersForClient(answer.rawHeaders))
           answer.pipe(res)
           answer.once('error', () => { res.destroy() })
           answer.once('aborted', () => { res.destroy() })
@@ -164,56 +157,15 @@ export class HttpForwarder {
   }
 }
 
-/** The request's headers for the VM: hop-by-hop and corral credentials removed, X-Forwarded-* set. */
+/** The request's headers for the VM (headers.ts), from Node's parsed request. */
 function upstreamHeaders (req: IncomingMessage, target: HttpTarget, info: ConnectionInfo, upgrade: boolean): string[] {
-  const raw = req.rawHeaders
-  const dropped = connectionTokens(req.headers.connection)
-  const out: string[] = []
-  let forwardedFor: string | undefined
-  let proto: string | undefined
-  let host: string | undefined
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]
-    const lower = name.toLowerCase()
-    const value = raw[i + 1]
-    if (lower === 'x-forwarded-for') {
-      forwardedFor = forwardedFor == null ? value : `${forwardedFor}, ${value}`
-      continue
-    }
-    if (lower === 'x-forwarded-proto') { proto ??= value; continue }
-    if (lower === 'x-forwarded-host') { host ??= value; continue }
-    if (lower === 'host') host ??= value
-    if (HOP_BY_HOP.has(lower) || REPLACED.has(lower) || dropped.has(lower)) continue
-    if (info.credentialHeader === lower) continue
-    if (lower === 'cookie') {
-      const kept = withoutGrantCookie(value)
-      if (kept !== '') out.push(name, kept)
-      continue
-    }
-    out.push(name, value)
-  }
-  const client = req.socket.remoteAddress ?? ''
-  out.push('X-Forwarded-For', forwardedFor == null ? client : `${forwardedFor}, ${client}`)
-  out.push('X-Forwarded-Proto', proto ?? ((req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http'))
-  if (host != null) out.push('X-Forwarded-Host', host)
-  if (target.prefix !== '') out.push('X-Forwarded-Prefix', target.prefix)
-  if (upgrade) out.push('Connection', 'Upgrade', 'Upgrade', String(req.headers.upgrade ?? 'websocket'))
-  return out
-}
-
-/** The VM's answer headers for the client, hop-by-hop ones removed (Node frames the body again). */
-function downstreamHeaders (raw: string[]): string[] {
-  const dropped = new Set<string>()
-  for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i].toLowerCase() === 'connection') for (const t of connectionTokens(raw[i + 1])) dropped.add(t)
-  }
-  const out: string[] = []
-  for (let i = 0; i < raw.length; i += 2) {
-    const lower = raw[i].toLowerCase()
-    if (HOP_BY_HOP.has(lower) || dropped.has(lower)) continue
-    out.push(raw[i], raw[i + 1])
-  }
-  return out
+  return requestHeadersForVm(req.rawHeaders, {
+    client: req.socket.remoteAddress ?? '',
+    encrypted: (req.socket as { encrypted?: boolean }).encrypted === true,
+    prefix: target.prefix,
+    credentialHeader: info.credentialHeader,
+    upgrade: upgrade ? String(req.headers.upgrade ?? 'websocket') : undefined
+  })
 }
 
 /** Header lines of a raw answer written straight onto a socket (upgrades). */
@@ -230,32 +182,6 @@ function rawHeaderLines (raw: string[], keepUpgrade: boolean): string {
 
 function statusLine (answer: IncomingMessage): string {
   return `HTTP/1.1 ${answer.statusCode ?? 502} ${answer.statusMessage ?? ''}\r\n`
-}
-
-function connectionTokens (value: string | string[] | undefined): Set<string> {
-  const tokens = new Set<string>()
-  if (value == null) return tokens
-  for (const part of (Array.isArray(value) ? value.join(',') : value).split(',')) {
-    const t = part.trim().toLowerCase()
-    if (t !== '') tokens.add(t)
-  }
-  return tokens
-}
-
-/** The Cookie header without corral's grant cookie, which is for this node, not the VM. */
-function withoutGrantCookie (value: string): string {
-  if (!value.includes(GRANT_COOKIE)) return value
-  return value.split(';').map(p => p.trim()).filter(p => p !== '' && !p.startsWith(`${GRANT_COOKIE}=`)).join('; ')
-}
-
-/** The path without the signed-URL parameter. */
-export function withoutGrant (path: string): string {
-  const q = path.indexOf('?')
-  if (q < 0 || !path.includes(GRANT_PARAM, q)) return path
-  const params = new URLSearchParams(path.slice(q + 1))
-  params.delete(GRANT_PARAM)
-  const rest = params.toString()
-  return path.slice(0, q) + (rest === '' ? '' : `?${rest}`)
 }
 
 function isConnectionReset (err: Error): boolean {
