@@ -6,12 +6,15 @@
  * service as every route: public routes are open; private ones take a token or API key (claim
  * vm:exec: reaching into a VM is as strong as running a command in it) or a signed grant.
  */
-import type { IncomingMessage } from 'node:http'
+import type { IncomingMessage, Server } from 'node:http'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Context, Next } from 'koa'
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws'
 import { UnauthenticatedError, type Claim, type Principal } from '../auth/index.ts'
-import { GRANT_COOKIE, GRANT_PARAM, type ConnectionInfo, type HttpTarget, type ProxyService, type ProxyTarget } from '../proxy/index.ts'
+import {
+  GRANT_COOKIE, GRANT_PARAM, type ConnectionInfo, type Http1Gate, type HttpTarget, type ProxyService, type ProxyTarget, type RequestHead
+} from '../proxy/index.ts'
 import type { ApiComponents } from './components.ts'
 import { credentialOf } from './credentials.ts'
 import { toProblem } from './problem.ts'
@@ -35,7 +38,22 @@ interface Admission {
   cookie?: string
 }
 
+/** What admission looks at, from Node's parsed request or the proxy's own HTTP path. */
+interface AdmissionRequest {
+  /** Path and query as sent. */
+  url: string
+  headers: { authorization?: string, 'x-api-key'?: string, cookie?: string }
+  encrypted: boolean
+}
+
+const PUBLIC: Admission = { subject: 'public' }
+
 export interface ProxyGateway {
+  /**
+   * Puts the proxy's own HTTP/1.1 path in front of the server: new connections go to it first,
+   * and to the server's own handling from the first request that is not a proxied one.
+   */
+  attach: (server: Server) => void
   middleware: (ctx: Context, next: Next) => Promise<void>
   /** Takes the upgrade and returns true when it is the proxy's; false leaves it to the other gateways. */
   handleUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => boolean
@@ -47,13 +65,21 @@ export function createProxyGateway (components: ApiComponents, proxy: ProxyServi
   // Tunnel frames are at most what the CLI reads at once from a socket (64 KiB); leave room.
   const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * 1024 * 1024, perMessageDeflate: false })
   const principals = new Map<string, { principal: Principal, until: number }>()
+  /** Connections given to the proxy's own HTTP path (attach), open or handed over to Node's server. */
+  const served = new Set<Socket>()
 
-  /** auth.authenticate, remembered briefly per credential (see PRINCIPAL_CACHE_MS). */
-  async function authenticate (credential: string): Promise<Principal> {
-    const now = components.clock()
+  /** A principal remembered for this credential (see PRINCIPAL_CACHE_MS), if any. */
+  function remembered (credential: string): Principal | undefined {
     const known = principals.get(credential)
-    if (known != null && known.until > now) return known.principal
+    return known != null && known.until > components.clock() ? known.principal : undefined
+  }
+
+  /** auth.authenticate, remembered briefly per credential. */
+  async function authenticate (credential: string): Promise<Principal> {
+    const known = remembered(credential)
+    if (known != null) return known
     const principal = await auth.authenticate(credential)
+    const now = components.clock()
     if (principals.size >= PRINCIPAL_CACHE_SIZE) {
       for (const [key, entry] of principals) if (entry.until <= now) principals.delete(key)
       if (principals.size >= PRINCIPAL_CACHE_SIZE) principals.delete(principals.keys().next().value as string)
@@ -62,14 +88,18 @@ export function createProxyGateway (components: ApiComponents, proxy: ProxyServi
     return principal
   }
 
-  async function admit (req: IncomingMessage, target: ProxyTarget, url: URL): Promise<Admission> {
-    if (proxy.isPublic(target, 'http')) return { subject: 'public' }
-    const signed = url.searchParams.get(GRANT_PARAM)
+  /**
+   * Who may pass, known at once for a public route, a grant, or a remembered credential; a
+   * promise when the credential must be checked. Throws (or rejects) to refuse.
+   */
+  function admit (req: AdmissionRequest, target: ProxyTarget): Admission | Promise<Admission> {
+    if (proxy.isPublic(target, 'http')) return PUBLIC
+    const signed = signedParam(req.url)
     if (signed != null) {
       const grant = proxy.verifyGrant(signed, target)
       const maxAge = Math.max(1, Math.floor((grant.expiresAt - components.clock()) / 1000))
-      const path = url.pathname.startsWith('/proxy/') ? `/proxy/vms/${target.vm}/${target.port}/` : '/'
-      const secure = (req.socket as { encrypted?: boolean }).encrypted === true ? '; Secure' : ''
+      const path = req.url.startsWith('/proxy/') ? `/proxy/vms/${target.vm}/${target.port}/` : '/'
+      const secure = req.encrypted ? '; Secure' : ''
       return { subject: `grant:${grant.subject}`, cookie: `${GRANT_COOKIE}=${signed}; Path=${path}; Max-Age=${maxAge}; HttpOnly; SameSite=Lax${secure}` }
     }
     const cookies = grantCookies(req.headers.cookie)
@@ -81,14 +111,91 @@ export function createProxyGateway (components: ApiComponents, proxy: ProxyServi
         cookieError = err as Error
       }
     }
-    const credential = credentialOf(req, url, false)
+    const credential = credentialOf(req, undefined, false)
     if (credential == null) {
       if (cookieError != null) throw cookieError
       throw new UnauthenticatedError(`port ${target.port} of VM ${target.vm} is private: send Authorization: Bearer <token> or X-Api-Key, or open a signed URL (POST /api/v1/proxy/grants); a route marked public needs none`)
     }
-    const principal = await authenticate(credential)
-    auth.authorize(principal, CONNECT_CLAIM)
-    return { subject: principal.subject, credentialHeader: typeof req.headers.authorization === 'string' && /^Bearer\s/i.test(req.headers.authorization) ? 'authorization' : 'x-api-key' }
+    const credentialHeader = typeof req.headers.authorization === 'string' && /^Bearer\s/i.test(req.headers.authorization) ? 'authorization' : 'x-api-key'
+    const known = remembered(credential)
+    if (known != null) {
+      auth.authorize(known, CONNECT_CLAIM)
+      return { subject: known.subject, credentialHeader }
+    }
+    return authenticate(credential).then(principal => {
+      auth.authorize(principal, CONNECT_CLAIM)
+      return { subject: principal.subject, credentialHeader }
+    })
+  }
+
+  /** Admission from Node's parsed request (the full path). */
+  async function admitNode (req: IncomingMessage, target: ProxyTarget): Promise<Admission> {
+    const { authorization, cookie } = req.headers
+    const apiKey = req.headers['x-api-key']
+    return await admit({
+      url: req.url ?? '/',
+      headers: { authorization, cookie, 'x-api-key': typeof apiKey === 'string' ? apiKey : undefined },
+      encrypted: (req.socket as { encrypted?: boolean }).encrypted === true
+    }, target)
+  }
+
+  /** The proxy's own HTTP path asks here who may pass, how errors look, and logs with us. */
+  function gateFor (server: Server, nodeConnection: (socket: Socket) => void): Http1Gate {
+    return {
+      admit: (head: RequestHead, target: HttpTarget, socket: Socket) => {
+        // A signed URL's first visit sets its cookie: Node's path does that.
+        if (signedParam(head.url) != null) return null
+        const admission = admit({
+          url: head.url,
+          headers: { authorization: head.header('authorization'), 'x-api-key': head.header('x-api-key'), cookie: head.header('cookie') },
+          encrypted: false
+        }, target)
+        const client = socket.remoteAddress
+        if (admission instanceof Promise) return admission.then(a => ({ subject: a.subject, client, via: 'http', credentialHeader: a.credentialHeader }))
+        return { subject: admission.subject, client, via: 'http', credentialHeader: admission.credentialHeader }
+      },
+      handover: (socket: Socket, unread: Buffer) => {
+        socket.unshift(unread)
+        nodeConnection.call(server, socket)
+        socket.resume()
+      },
+      answer: (err: unknown, head: RequestHead) => {
+        const problem = toProblem(err)
+        const path = pathOf(head.url)
+        // As the problem middleware logs the same answers on the full path.
+        if (problem.status >= 500) logger.error({ err, method: head.method, path }, 'request failed')
+        else logger.debug({ method: head.method, path, status: problem.status, problem: problem.title }, 'request refused')
+        return { status: problem.status, contentType: 'application/problem+json; charset=utf-8', body: JSON.stringify(problem) }
+      },
+      done: ({ head, target, subject, status, ms }) => {
+        // The access-log line the API writes for every request (server.ts), for this path.
+        logger.info({ method: head.method, path: pathOf(head.url), status, ms: round(ms), subject, proxy: { vm: target.vm, port: target.port } }, 'request')
+      }
+    }
+  }
+
+  function attach (server: Server): void {
+    // Node's HTTP server takes its connections with one 'connection' listener; anything else is
+    // a server this was not written for, which then keeps all its connections. (The API serves
+    // plain HTTP: a TLS server's connections would need their own handling here.)
+    const listeners = server.listeners('connection')
+    if (listeners.length !== 1) return
+    const nodeConnection = listeners[0] as (socket: Socket) => void
+    const gate = gateFor(server, nodeConnection)
+    const options = {
+      get keepAliveTimeoutMs () { return server.keepAliveTimeout },
+      get headersTimeoutMs () { return server.headersTimeout }
+    }
+    server.removeListener('connection', nodeConnection)
+    server.on('connection', (socket: Socket) => {
+      if (!proxy.serveHttp1(socket, gate, options)) {
+        nodeConnection.call(server, socket)
+        return
+      }
+      // The server's closeAllConnections() knows only its own: these are closed by close().
+      served.add(socket)
+      socket.once('close', () => { served.delete(socket) })
+    })
   }
 
   async function middleware (ctx: Context, next: Next): Promise<void> {
@@ -105,7 +212,7 @@ export function createProxyGateway (components: ApiComponents, proxy: ProxyServi
       ctx.set('location', `${target.prefix}/${q < 0 ? '' : ctx.url.slice(q)}`)
       return
     }
-    const admission = await admit(ctx.req, target, new URL(ctx.href))
+    const admission = await admitNode(ctx.req, target)
     ctx.state.subject = admission.subject
     const info: ConnectionInfo = { subject: admission.subject, client: ctx.req.socket.remoteAddress, via: 'http', credentialHeader: admission.credentialHeader }
     if (admission.cookie != null) ctx.res.setHeader('set-cookie', admission.cookie)
@@ -141,7 +248,7 @@ export function createProxyGateway (components: ApiComponents, proxy: ProxyServi
     try {
       if (target.upstreamPath === '') throw new UnauthenticatedError(`websocket URLs through the proxy start with ${target.prefix}/`)
       const url = new URL(req.url ?? '/', 'http://corral')
-      const admission = await admit(req, target, url)
+      const admission = await admitNode(req, target)
       subject = admission.subject
       await proxy.upgrade(req, socket, head, target, { subject, client: req.socket.remoteAddress, via: 'upgrade', credentialHeader: admission.credentialHeader })
       logger.info({ method: req.method, path: url.pathname, status: 101, ms: round(performance.now() - started), subject, proxy: { vm: target.vm, port: target.port } }, 'request')
@@ -187,11 +294,26 @@ export function createProxyGateway (components: ApiComponents, proxy: ProxyServi
   }
 
   function close (): void {
+    for (const socket of served) socket.destroy()
+    served.clear()
     for (const client of wss.clients) client.terminate()
     wss.close()
   }
 
-  return { middleware, handleUpgrade, close }
+  return { attach, middleware, handleUpgrade, close }
+}
+
+/** The signed-URL parameter of a request target, if it has one. */
+function signedParam (url: string): string | null {
+  const q = url.indexOf('?')
+  if (q < 0 || !url.includes(GRANT_PARAM, q)) return null
+  return new URLSearchParams(url.slice(q + 1)).get(GRANT_PARAM)
+}
+
+/** The path of a request target, as Koa's ctx.path gives it to the access log. */
+function pathOf (url: string): string {
+  const q = url.indexOf('?')
+  return q < 0 ? url : url.slice(0, q)
 }
 
 /** Every value of corral's grant cookie in a Cookie header (there may be several paths' worth). */

@@ -1,16 +1,20 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { DEFAULTS, GRANT_PARAM } from './constants.ts'
 import { Dialer } from './dialer.ts'
 import { ProxyRequestError } from './errors.ts'
 import { signGrant, verifyGrant } from './grants.ts'
+import { FastHttp } from './fast-http.ts'
 import { HttpForwarder } from './http-forward.ts'
+import { llhttp } from './llhttp.ts'
 import { RouteTable } from './route-table.ts'
 import { splice } from './splice.ts'
 import { httpTargetOf, httpUrlsOf } from './targets.ts'
 import { TcpListeners } from './tcp-listeners.ts'
+import { UpstreamPool } from './upstream-pool.ts'
 import type {
-  ConnectionInfo, CreateRouteInput, HttpTarget, ProxyComponents, ProxyGrant, ProxyInit, ProxyRoute, ProxyService,
+  ConnectionInfo, CreateRouteInput, Http1Gate, HttpServeOptions, HttpTarget, ProxyComponents, ProxyGrant, ProxyInit, ProxyRoute, ProxyService,
   ProxyTarget, RouteProtocol, RouteView
 } from './types.ts'
 
@@ -28,6 +32,8 @@ class Proxy implements ProxyService {
   private readonly init: ProxyInit
   private readonly dialer: Dialer
   private readonly forwarder: HttpForwarder
+  /** The lean HTTP/1.1 path (absent when this Node does not offer its parser as expected). */
+  private readonly fast: FastHttp | undefined
   private readonly routes: RouteTable
   private readonly tcp: TcpListeners
   private started = false
@@ -40,6 +46,7 @@ class Proxy implements ProxyService {
     const logger = components.logger
     this.dialer = new Dialer({ vms: components.vms, mesh: components.mesh, logger }, { connectTimeoutMs: init.connectTimeoutMs, tunnel: init.tunnel })
     this.forwarder = new HttpForwarder(this.dialer, logger)
+    if (llhttp != null && init.fastHttp !== false) this.fast = new FastHttp(llhttp, new UpstreamPool(this.dialer, llhttp), init.clusterDomain)
     this.routes = new RouteTable({ mesh: components.mesh, logger, clock: components.clock })
     this.tcp = new TcpListeners(this.dialer, logger, init.tcpListenHost)
   }
@@ -60,6 +67,7 @@ class Proxy implements ProxyService {
     this.routes.stop()
     await this.tcp.stop()
     this.forwarder.close()
+    this.fast?.close()
     await this.dialer.stop()
   }
 
@@ -73,6 +81,12 @@ class Proxy implements ProxyService {
 
   async forward (req: IncomingMessage, res: ServerResponse, target: HttpTarget, info: ConnectionInfo): Promise<void> {
     await this.forwarder.forward(req, res, target, info)
+  }
+
+  serveHttp1 (socket: Socket, gate: Http1Gate, options: HttpServeOptions): boolean {
+    if (this.fast == null || !this.started) return false
+    this.fast.serve(socket, gate, options)
+    return true
   }
 
   async upgrade (req: IncomingMessage, socket: Duplex, head: Buffer, target: HttpTarget, info: ConnectionInfo): Promise<void> {
@@ -133,6 +147,11 @@ class Proxy implements ProxyService {
     return verifyGrant(this.init.signingKey, grant, target, this.c.clock())
   }
 
+  /** Requests answered on the fast HTTP path and connections it handed to Node's server; for tests and metrics. */
+  fastHttpCounts (): { requests: number, handovers: number } {
+    return { ...(this.fast?.counts ?? { requests: 0, handovers: 0 }) }
+  }
+
   /** Open connections per VM (all VMs when none is named); for tests and metrics. */
   openConnections (vm?: string): number {
     return this.dialer.openCount(vm)
@@ -161,10 +180,16 @@ class Proxy implements ProxyService {
   }
 }
 
+/** What a node's proxy counts, for tests and metrics. */
+export interface ProxyCounts {
+  openConnections: (vm?: string) => number
+  fastHttpCounts: () => { requests: number, handovers: number }
+}
+
 function checkPort (port: number): void {
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ProxyRequestError(`port ${port} is not a TCP port (1-65535)`)
 }
 
-export function createProxyService (components: ProxyComponents, init: ProxyInit): ProxyService & { openConnections: (vm?: string) => number } {
+export function createProxyService (components: ProxyComponents, init: ProxyInit): ProxyService & ProxyCounts {
   return new Proxy(components, init)
 }

@@ -11,9 +11,13 @@ const PORT = /^[0-9]{1,5}$/
  * A path route without its trailing slash has upstreamPath '' (the gateway redirects).
  */
 export function httpTargetOf (req: IncomingMessage, clusterDomain: string): HttpTarget | undefined {
-  const url = req.url ?? '/'
+  return httpTargetFor(req.url ?? '/', req.headers.host, clusterDomain)
+}
+
+/** httpTargetOf from the request target and Host header themselves. */
+export function httpTargetFor (url: string, hostHeader: string | undefined, clusterDomain: string): HttpTarget | undefined {
   if (clusterDomain !== '') {
-    const byHost = hostTarget(req.headers.host, clusterDomain, url)
+    const byHost = hostTarget(hostHeader, clusterDomain, url)
     if (byHost != null) return byHost
   }
   if (!url.startsWith(PATH_PREFIX)) return undefined

@@ -4,6 +4,7 @@
  * VM service arrives as the narrow VmDirectory below, which the scheduler's VmService satisfies.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { MeshNode } from '../node/index.ts'
@@ -56,6 +57,11 @@ export interface ProxyInit {
    * absent: bytes to other nodes go over libp2p streams only.
    */
   tunnel?: { host: string, port: number, key: Uint8Array }
+  /**
+   * false: every proxied request goes through Node's HTTP server and client (the full path), none
+   * through the proxy's own HTTP/1.1 path (serveHttp1). For comparison in benches; default on.
+   */
+  fastHttp?: boolean
 }
 
 /** One VM port reached through the proxy. */
@@ -132,6 +138,50 @@ export interface ProxyGrant extends ProxyTarget {
   expiresAt: number
 }
 
+/** A request head as the proxy's own HTTP/1.1 path parsed it (fast-http.ts). */
+export interface RequestHead {
+  method: string
+  /** The request target as sent: path and query. */
+  url: string
+  /** Raw header names and values in order: [name, value, name, value, ...]. */
+  rawHeaders: string[]
+  /** The first value of a header, by its lower-case name. */
+  header: (name: string) => string | undefined
+}
+
+/** An answer the proxy's own HTTP/1.1 path writes for an error (the API's problem document). */
+export interface ErrorAnswer {
+  status: number
+  contentType: string
+  body: string
+}
+
+/**
+ * What the API decides for requests the proxy serves on its own HTTP/1.1 path (serveHttp1): who
+ * may pass, what an error looks like, the access log, and where the connection goes when a
+ * request is not one for that path.
+ */
+export interface Http1Gate {
+  /**
+   * Who may pass to the target: known at once, or a promise when it must be checked. Throws (or
+   * rejects) to refuse with that error; null: not for this path (the connection is handed over).
+   */
+  admit: (head: RequestHead, target: HttpTarget, socket: Socket) => ConnectionInfo | Promise<ConnectionInfo> | null
+  /** Takes the connection over, with the bytes read from it and not handled yet, at a request's start. */
+  handover: (socket: Socket, unread: Buffer) => void
+  /** The answer for an error (a refusal, or no connection to the VM). */
+  answer: (err: unknown, head: RequestHead) => ErrorAnswer
+  /** Once per request answered on this path (the access log); status 499: the client left first. */
+  done: (entry: { head: RequestHead, target: HttpTarget, subject?: string, status: number, ms: number }) => void
+}
+
+export interface HttpServeOptions {
+  /** Idle time after which a keep-alive client connection is closed (Node's keepAliveTimeout). */
+  keepAliveTimeoutMs: number
+  /** Time a request head may take to arrive (Node's headersTimeout). */
+  headersTimeoutMs: number
+}
+
 export interface ProxyService {
   start: () => Promise<void>
   /** Closes listeners, tunnels and every proxied connection. Safe twice. */
@@ -148,6 +198,14 @@ export interface ProxyService {
    * failures cut the response and it resolves.
    */
   forward: (req: IncomingMessage, res: ServerResponse, target: HttpTarget, info: ConnectionInfo) => Promise<void>
+  /**
+   * Serves a client connection's HTTP/1.1 requests for VM ports itself, without Node's HTTP
+   * stack: request heads parsed by Node's llhttp, bodies streamed both ways over pooled
+   * keep-alive connections to the VM port. The first request it does not take (another path,
+   * an upgrade, HTTP/1.0, Expect, one the gate returns null for) hands the connection to
+   * `gate.handover` for good. False: this Node lacks the parser; the caller keeps the connection.
+   */
+  serveHttp1: (socket: Socket, gate: Http1Gate, options: HttpServeOptions) => boolean
   /** Passes an HTTP upgrade (websocket) through to the VM port; rejects like forward(). */
   upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer, target: HttpTarget, info: ConnectionInfo) => Promise<void>
   /**
