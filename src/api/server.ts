@@ -72,6 +72,8 @@ export function createApiServer (components: ApiComponents, init: ApiInit): ApiS
       server = createServer(app.callback())
       server.requestTimeout = 0 // exec and ?wait=true may legitimately take long; clients set their own limits
       server.headersTimeout = 30_000
+      // Proxied requests are served by the proxy's own HTTP/1.1 path; the rest as before.
+      proxyGateway?.attach(server)
       server.on('upgrade', (req, socket, head) => {
         if (proxyGateway?.handleUpgrade(req, socket, head) === true) return
         void websockets.handleUpgrade(req, socket, head)

@@ -27,7 +27,7 @@ export interface ProxyFixture {
   api: ApiServer
   auth: AuthService
   host: HostAgent
-  proxy: ProxyService & { openConnections: (vm?: string) => number }
+  proxy: ProxyService & { openConnections: (vm?: string) => number, fastHttpCounts: () => { requests: number, handovers: number } }
   tokens: { admin: string, ci: string, viewer: string, operator: string }
   logs: Array<Record<string, any>>
   clock: { now: number | undefined }
