@@ -62,6 +62,10 @@ export interface ProxyGateway {
 
 export function createProxyGateway (components: ApiComponents, proxy: ProxyService): ProxyGateway {
   const { auth, logger } = components
+  // Access-log lines hold only fields set here (method, path without query, status, time,
+  // subject, VM port), never a secret: the logger's redaction, which costs more than the rest
+  // of the line (~4 of ~6.5 us), has nothing to do on them.
+  const accessLog = logger.child({}, { redact: { paths: [] } })
   // Tunnel frames are at most what the CLI reads at once from a socket (64 KiB); leave room.
   const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * 1024 * 1024, perMessageDeflate: false })
   const principals = new Map<string, { principal: Principal, until: number }>()
@@ -169,7 +173,7 @@ export function createProxyGateway (components: ApiComponents, proxy: ProxyServi
       },
       done: ({ head, target, subject, status, ms }) => {
         // The access-log line the API writes for every request (server.ts), for this path.
-        logger.info({ method: head.method, path: pathOf(head.url), status, ms: round(ms), subject, proxy: { vm: target.vm, port: target.port } }, 'request')
+        accessLog.info({ method: head.method, path: pathOf(head.url), status, ms: round(ms), subject, proxy: { vm: target.vm, port: target.port } }, 'request')
       }
     }
   }
@@ -251,10 +255,10 @@ export function createProxyGateway (components: ApiComponents, proxy: ProxyServi
       const admission = await admitNode(req, target)
       subject = admission.subject
       await proxy.upgrade(req, socket, head, target, { subject, client: req.socket.remoteAddress, via: 'upgrade', credentialHeader: admission.credentialHeader })
-      logger.info({ method: req.method, path: url.pathname, status: 101, ms: round(performance.now() - started), subject, proxy: { vm: target.vm, port: target.port } }, 'request')
+      accessLog.info({ method: req.method, path: url.pathname, status: 101, ms: round(performance.now() - started), subject, proxy: { vm: target.vm, port: target.port } }, 'request')
     } catch (err) {
       const status = refuse(socket, err)
-      logger.info({ method: req.method, path: (req.url ?? '').split('?')[0], status, ms: round(performance.now() - started), subject, proxy: { vm: target.vm, port: target.port } }, 'request')
+      accessLog.info({ method: req.method, path: (req.url ?? '').split('?')[0], status, ms: round(performance.now() - started), subject, proxy: { vm: target.vm, port: target.port } }, 'request')
     }
   }
 
