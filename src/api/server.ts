@@ -125,7 +125,9 @@ function handlerFor (route: RouteDef, components: ApiComponents) {
 }
 
 /** One line per request: who, what, how it ended and how long it took. Never headers or bodies. */
-function accessLog ({ logger }: ApiComponents) {
+function accessLog (components: ApiComponents) {
+  // Only the fields below, none a secret: redaction (most of a line's cost) is skipped.
+  const logger = components.logger.child({}, { redact: { paths: [] } })
   return async function log (ctx: Context, next: Next): Promise<void> {
     const started = performance.now()
     try {
