@@ -3,6 +3,9 @@ export const SYNC_PROTOCOL = '/corral/sync/1.0.0'
 export const RPC_PROTOCOL = '/corral/rpc/1.0.0'
 export const HEARTBEAT_TOPIC = 'corral/heartbeat/1'
 export const RECORDS_TOPIC = 'corral/records/1'
+export const FEEDS_TOPIC = 'corral/feeds/1'
+/** The rpc method that serves one of this node's feeds whole. */
+export const FEED_SNAPSHOT_METHOD = 'mesh.feed-snapshot'
 
 /** Where the peer identity key lives under the data folder. */
 export const PEER_KEY_PATH = ['keys', 'peer-id.key'] as const
@@ -13,6 +16,8 @@ export const RECORDS_STORE_COLLECTION = 'mesh-records'
 // Size limits. Gossip is for small, frequent messages; anything large goes through sync or rpc.
 /** One heartbeat message, including the caller's opaque state. */
 export const MAX_HEARTBEAT_BYTES = 128 * 1024
+/** One feed delta message (a batch of rows). */
+export const MAX_FEED_DELTA_BYTES = 256 * 1024
 /** One records gossip message (a batch of entries). */
 export const MAX_RECORDS_MESSAGE_BYTES = 256 * 1024
 /** gossipsub refuses whole RPC frames larger than this before decoding them. */

@@ -23,12 +23,13 @@ import { BootstrapDialer } from './bootstrap.ts'
 import { streamDuplex } from './byte-stream.ts'
 import { clusterKeySecret } from './cluster-key.ts'
 import {
-  DEFAULTS, HEARTBEAT_TOPIC, MAX_GOSSIP_RPC_BYTES, MAX_HEARTBEAT_BYTES, MAX_RECORDS_MESSAGE_BYTES, RECORDS_TOPIC,
-  RPC_PROTOCOL, SYNC_PROTOCOL
+  DEFAULTS, FEED_SNAPSHOT_METHOD, FEEDS_TOPIC, HEARTBEAT_TOPIC, MAX_FEED_DELTA_BYTES, MAX_GOSSIP_RPC_BYTES, MAX_HEARTBEAT_BYTES,
+  MAX_RECORDS_MESSAGE_BYTES, RECORDS_TOPIC, RPC_PROTOCOL, SYNC_PROTOCOL
 } from './constants.ts'
+import { Feeds, type Feed, type FeedDelta, type FeedRow, type FeedSnapshot } from './feeds.ts'
 import { SafeEmitter } from './emitter.ts'
 import { deepFreeze } from './freeze.ts'
-import { MeshNotRunningError, NodeStateInvalidError, PeerUnavailableError } from './errors.ts'
+import { MeshNotRunningError, NodeStateInvalidError, PeerUnavailableError, RpcProtocolError } from './errors.ts'
 import { Membership } from './membership.ts'
 import { MeshCounters } from './metrics.ts'
 import { loadOrCreatePeerKey } from './peer-key.ts'
@@ -41,8 +42,8 @@ import type {
   BootstrapRetryOptions, Member, MeshEventName, MeshEvents, MeshMetrics, MeshNode, MeshNodeComponents, MeshNodeInit,
   RecordStore, RequestOptions, RpcHandler, SelfInfo, StreamHandler, StreamProtocolOptions
 } from './types.ts'
-import { decodeHeartbeat, decodeRecordsGossip, encodeJson, jsonSize } from './wire.ts'
-import type { HeartbeatMessage, RecordsGossipMessage } from './wire.ts'
+import { decodeFeedDelta, decodeHeartbeat, decodeRecordsGossip, encodeJson, isFeedSnapshotEnd, isFeedSnapshotFrame, jsonSize } from './wire.ts'
+import type { FeedDeltaMessage, HeartbeatMessage, RecordsGossipMessage } from './wire.ts'
 
 type MeshServices = {
   identify: unknown
@@ -59,6 +60,12 @@ const REBOOTSTRAP_MS = 10_000
 const JOIN_RESPONDERS = 8
 /** Dials started per tick to reach targetPeers: joins spread out instead of storming. */
 const TOP_UP_DIALS_PER_TICK = 2
+/** Feed changes within this window go out as one delta. */
+const FEED_BATCH_MS = 20
+/** A replica trailing an owner's advertised cursor this long fetches the whole feed. */
+const FEED_GRACE_MS = 1_500
+/** Rows per frame of a feed snapshot. */
+const FEED_SNAPSHOT_ROWS = 500
 /** Leaves room in a heartbeat for everything but the caller's state. */
 const MAX_STATE_BYTES = MAX_HEARTBEAT_BYTES - 16 * 1024
 
@@ -141,7 +148,8 @@ class MeshNodeImpl implements MeshNode {
   private lastBootstrap = 0
   private lastPurge = 0
   /** Validated gossip payloads, handed from the topic validator to the message listener. */
-  private readonly decoded = new WeakMap<Message, HeartbeatMessage | RecordsGossipMessage>()
+  private readonly decoded = new WeakMap<Message, HeartbeatMessage | RecordsGossipMessage | FeedDeltaMessage>()
+  private readonly feeds: Feeds
   private readonly mismatchLog: MismatchLogLimiter
   /** Streams at once per connection for each raw protocol served (handleStream). */
   private readonly streamLimits = new Map<string, number>()
@@ -188,6 +196,15 @@ class MeshNodeImpl implements MeshNode {
     // A member back from suspect or dead (a healed partition) missed the gossip of that time, and we
     // missed its: sync now, not at the next periodic sync up to syncIntervalMs later.
     this.events.on('member:alive', member => { this.scheduleSync(member.peerId, 'revived', true) })
+    this.feeds = new Feeds({
+      selfId: this.selfId,
+      clock: this.clock,
+      publish: delta => { this.publishFeedDelta(delta) },
+      fetchSnapshot: async (owner, feed) => await this.fetchFeedSnapshot(owner, feed),
+      emit: change => { this.events.emit('feed:change', change) },
+      count: what => { this.counters.inc(what === 'delta' ? 'feedDeltasApplied' : 'feedSnapshotsFetched') },
+      onError: (err, owner, feed) => { this.log.debug({ err, peer: owner, feed }, 'could not fetch a feed; the next heartbeat retries') }
+    }, { batchMs: FEED_BATCH_MS, maxDeltaBytes: MAX_FEED_DELTA_BYTES - 4096, graceMs: FEED_GRACE_MS })
     this.rpc = new RpcService({
       selfId: this.selfId,
       log,
@@ -218,7 +235,7 @@ class MeshNodeImpl implements MeshNode {
         allowPublishToZeroTopicPeers: true,
         fallbackToFloodsub: false,
         emitSelf: false,
-        allowedTopics: [HEARTBEAT_TOPIC, RECORDS_TOPIC],
+        allowedTopics: [HEARTBEAT_TOPIC, RECORDS_TOPIC, FEEDS_TOPIC],
         maxInboundDataLength: MAX_GOSSIP_RPC_BYTES,
         // Runs on every inbound message before gossipsub's own checks: the one place to count
         // unsigned messages, which StrictSign drops before any topic validator sees them. The id
@@ -274,6 +291,15 @@ class MeshNodeImpl implements MeshNode {
     const pubsub = node.services.pubsub
     pubsub.topicValidators.set(HEARTBEAT_TOPIC, (_peer, msg) => this.validateGossip(HEARTBEAT_TOPIC, msg))
     pubsub.topicValidators.set(RECORDS_TOPIC, (_peer, msg) => this.validateGossip(RECORDS_TOPIC, msg))
+    pubsub.topicValidators.set(FEEDS_TOPIC, (_peer, msg) => this.validateGossip(FEEDS_TOPIC, msg))
+    this.rpc.handle(FEED_SNAPSHOT_METHOD, async ({ feed }: { feed: string }, ctx) => {
+      // In frames: a host with thousands of VMs would not fit one rpc frame.
+      const snapshot = this.feeds.snapshot(String(feed))
+      if (snapshot == null) throw new RangeError(`this node has no feed named "${String(feed)}"`)
+      const { epoch, version, rows } = snapshot
+      for (let i = 0; i < rows.length; i += FEED_SNAPSHOT_ROWS) await ctx.send({ rows: rows.slice(i, i + FEED_SNAPSHOT_ROWS) })
+      return { epoch, version }
+    })
     pubsub.addEventListener('message', this.onGossip)
     pubsub.addEventListener('subscription-change', this.onSubscriptionChange)
     node.addEventListener('peer:connect', this.onPeerConnect)
@@ -284,6 +310,7 @@ class MeshNodeImpl implements MeshNode {
     await node.start()
     pubsub.subscribe(HEARTBEAT_TOPIC)
     pubsub.subscribe(RECORDS_TOPIC)
+    pubsub.subscribe(FEEDS_TOPIC)
     this.startedAt = this.clock()
     this.lastPeriodicSync = this.startedAt
     this.lastPurge = this.startedAt
@@ -309,6 +336,7 @@ class MeshNodeImpl implements MeshNode {
     this.lifecycle?.abort(new MeshNotRunningError('the mesh node is stopping'))
     clearInterval(this.timer)
     clearTimeout(this.heartbeatSoon)
+    this.feeds.stop()
     this.bootstrap.stop()
     const node = this.libp2p
     node.removeEventListener('peer:connect', this.onPeerConnect)
@@ -514,6 +542,33 @@ class MeshNodeImpl implements MeshNode {
       })
   }
 
+  feed<Row extends FeedRow> (name: string): Feed<Row> {
+    return this.feeds.feed<Row>(name)
+  }
+
+  private publishFeedDelta (delta: FeedDelta): void {
+    if (this.phase !== 'running') return
+    this.libp2p.services.pubsub.publish(FEEDS_TOPIC, encodeJson(delta)).catch((err: unknown) => {
+      // No peer yet, or none subscribed: they fetch the whole feed when they see our cursor.
+      this.log.debug({ err, feed: delta.feed }, 'feed delta not published')
+    })
+  }
+
+  private async fetchFeedSnapshot (owner: string, feed: string): Promise<FeedSnapshot> {
+    const rows: FeedRow[] = []
+    const frames = this.rpc.requestStream<unknown, unknown>(owner, FEED_SNAPSHOT_METHOD, { feed })
+    for (;;) {
+      const next = await frames.next()
+      if (next.done === true) {
+        if (!isFeedSnapshotEnd(next.value)) throw new RpcProtocolError(`${this.describe(owner)} answered a feed snapshot with a malformed end`)
+        const end = next.value as { epoch: number, version: number }
+        return { epoch: end.epoch, version: end.version, rows }
+      }
+      if (!isFeedSnapshotFrame(next.value)) throw new RpcProtocolError(`${this.describe(owner)} sent a malformed feed snapshot frame`)
+      rows.push(...(next.value as { rows: FeedRow[] }).rows)
+    }
+  }
+
   private async publishRecords (entries: RecordEntry[]): Promise<void> {
     if (this.phase !== 'running') return
     await this.libp2p.services.pubsub.publish(RECORDS_TOPIC, encodeJson({ entries }))
@@ -543,6 +598,13 @@ class MeshNodeImpl implements MeshNode {
       if (!decoded.ok) return this.rejectGossip(decoded.reason)
       if (decoded.value.peerId !== from) return this.rejectGossip('spoofed')
       this.decoded.set(msg, decoded.value)
+    } else if (topic === FEEDS_TOPIC) {
+      const decoded = decodeFeedDelta(msg.data, MAX_FEED_DELTA_BYTES)
+      if (!decoded.ok) return this.rejectGossip(decoded.reason)
+      // A feed's rows travel only from their owner; a range must move forward.
+      if (decoded.value.owner !== from) return this.rejectGossip('spoofed')
+      if (decoded.value.to <= decoded.value.from) return this.rejectGossip('invalid')
+      this.decoded.set(msg, decoded.value)
     } else {
       const decoded = decodeRecordsGossip(msg.data, MAX_RECORDS_MESSAGE_BYTES)
       if (!decoded.ok) return this.rejectGossip(decoded.reason)
@@ -569,6 +631,9 @@ class MeshNodeImpl implements MeshNode {
       this.counters.inc('heartbeatsReceived')
       const outcome = this.membership.onHeartbeat(hb)
       if (outcome.addrsChanged) this.learnAddrs(hb.peerId, hb.addrs)
+      this.feeds.onCursors(hb.peerId, hb.feeds as Record<string, [number, number]> | undefined)
+    } else if (msg.topic === FEEDS_TOPIC) {
+      this.feeds.onDelta(value as FeedDelta)
     } else if (msg.topic === RECORDS_TOPIC) {
       const { entries } = value as RecordsGossipMessage
       this.recordStore.applyRemote(entries as RecordEntry[], 'gossip').catch((err: unknown) => {
@@ -626,6 +691,8 @@ class MeshNodeImpl implements MeshNode {
       state: this.localState
     }
     if (this.apiAddress !== undefined) hb.apiAddress = this.apiAddress
+    const feeds = this.feeds.cursors()
+    if (Object.keys(feeds).length > 0) hb.feeds = feeds
     return hb
   }
 
@@ -723,6 +790,7 @@ class MeshNodeImpl implements MeshNode {
     if (this.phase !== 'running') return
     try {
       this.publishHeartbeat()
+      this.feeds.tick()
       for (const id of this.membership.tick()) this.pingPeer(id)
       this.maintainConnections()
       const now = this.clock()

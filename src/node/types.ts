@@ -3,6 +3,7 @@
  * records, and request/response between nodes. Nothing here knows about scheduling, VMs or HTTP;
  * callers put their own data in the opaque `state` of a node and in record values.
  */
+import type { Feed, FeedChange, FeedRow } from './feeds.ts'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { Store } from '../store/types.ts'
@@ -164,6 +165,8 @@ export interface MeshEvents {
   /** A suspect or dead member was heard from again. */
   'member:alive': Member
   'record:changed': RecordChange
+  /** Rows of another node's feed changed here (a delta applied, or a whole feed fetched). */
+  'feed:change': FeedChange
 }
 
 export type MeshEventName = keyof MeshEvents
@@ -227,6 +230,9 @@ export interface MeshMetrics {
   rpcFailed: number
   /** Connections refused because the peer held another cluster key. */
   privateNetworkRejected: number
+  /** Feed deltas applied, and whole feeds fetched because a replica fell behind (see feeds.ts). */
+  feedDeltasApplied: number
+  feedSnapshotsFetched: number
 }
 
 export interface MeshNode {
@@ -245,6 +251,12 @@ export interface MeshNode {
   connect: (multiaddr: string, options?: { signal?: AbortSignal }) => Promise<void>
   /** Run one full record sync with a peer now; resolves with the entries exchanged. */
   syncWith: (peerId: string, options?: { signal?: AbortSignal }) => Promise<{ sent: number, received: number }>
+
+  /**
+   * A feed this node owns the rows of, replicated on every other node by small gossiped deltas
+   * (see feeds.ts). For often-changing lists that would make heartbeats heavy, such as a host's VMs.
+   */
+  feed: <Row extends FeedRow>(name: string) => Feed<Row>
 
   on: <E extends MeshEventName>(event: E, listener: (detail: MeshEvents[E]) => void) => void
   off: <E extends MeshEventName>(event: E, listener: (detail: MeshEvents[E]) => void) => void

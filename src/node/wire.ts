@@ -17,6 +17,8 @@ export const MAX_ID_LENGTH = 128
 const PeerIdString = Type.String({ minLength: 1, maxLength: 128 })
 const Collection = Type.String({ pattern: COLLECTION_PATTERN })
 const RecordId = Type.String({ minLength: 1, maxLength: MAX_ID_LENGTH })
+const Counter = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
+export const FEED_NAME_PATTERN = '^[a-z][a-z0-9-]{0,62}$'
 
 export const TimestampSchema = Type.Object({
   wall: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
@@ -38,9 +40,27 @@ export const HeartbeatSchema = Type.Object({
   apiAddress: Type.Optional(Type.String({ maxLength: 512 })),
   addrs: Type.Array(Type.String({ maxLength: 512 }), { maxItems: 32 }),
   version: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
-  state: Type.Unknown()
+  state: Type.Unknown(),
+  /** Where each of the sender's feeds stands: [epoch, version] (see feeds.ts). */
+  feeds: Type.Optional(Type.Record(Type.String({ pattern: FEED_NAME_PATTERN }), Type.Tuple([Counter, Counter]), { maxProperties: 16 }))
 }, { additionalProperties: false })
 export type HeartbeatMessage = Static<typeof HeartbeatSchema>
+
+export const FeedDeltaSchema = Type.Object({
+  owner: PeerIdString,
+  feed: Type.String({ pattern: FEED_NAME_PATTERN }),
+  epoch: Counter,
+  from: Counter,
+  to: Counter,
+  upserts: Type.Array(Type.Object({ id: RecordId }), { maxItems: 4096 }),
+  removes: Type.Array(RecordId, { maxItems: 4096 })
+}, { additionalProperties: false })
+export type FeedDeltaMessage = Static<typeof FeedDeltaSchema>
+
+export const FeedSnapshotFrameSchema = Type.Object({
+  rows: Type.Array(Type.Object({ id: RecordId }), { maxItems: 4096 })
+}, { additionalProperties: false })
+export const FeedSnapshotEndSchema = Type.Object({ epoch: Counter, version: Counter }, { additionalProperties: false })
 
 export const RecordsGossipSchema = Type.Object({
   entries: Type.Array(RecordEntrySchema, { minItems: 1, maxItems: 64 })
@@ -115,6 +135,17 @@ function decoder<S extends TSchema> (schema: S): Decoder<Static<S>> {
 const textDecoder = new TextDecoder('utf-8', { fatal: true })
 const textEncoder = new TextEncoder()
 
+/** A boolean check for values that arrive already parsed (rpc frames). */
+function checker<S extends TSchema> (schema: S): (value: unknown) => boolean {
+  let validate: ValidateFunction | undefined
+  return value => {
+    validate ??= ajv.compile(schema)
+    return validate(value)
+  }
+}
+export const isFeedSnapshotFrame = checker(FeedSnapshotFrameSchema)
+export const isFeedSnapshotEnd = checker(FeedSnapshotEndSchema)
+
 let recordEntryValidator: ValidateFunction | undefined
 /** For entries read back from our own store. */
 export function isRecordEntry (value: unknown): boolean {
@@ -124,6 +155,7 @@ export function isRecordEntry (value: unknown): boolean {
 
 export const decodeHeartbeat = decoder(HeartbeatSchema)
 export const decodeRecordsGossip = decoder(RecordsGossipSchema)
+export const decodeFeedDelta = decoder(FeedDeltaSchema)
 export const decodeSyncFrame = decoder(SyncFrameSchema)
 export const decodeRpcRequest = decoder(RpcRequestSchema)
 export const decodeRpcResponse = decoder(RpcResponseSchema)
