@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { ExecResult, PortForward } from '../../drivers/types.ts'
-import type { Member, MeshNode } from '../../node/index.ts'
+import type { FeedChange, Member, MeshNode } from '../../node/index.ts'
 import { CorralError } from '../../errors.ts'
 import { newVmId, type ExecOptions, type HostAgent } from '../host/host-agent.ts'
 import type { Store } from '../../store/types.ts'
@@ -9,7 +9,7 @@ import { place, type PlacementPolicy, type PlacementResult } from '../placement/
 import type { LeaderElection } from '../leader/leader-election.ts'
 import { pendingAsVm, queueOrder, type PendingVm, type ScheduledRequest } from './pending.ts'
 import { SCHED_RPC, type SchedulerService, type SubmitOutcome } from './scheduler-service.ts'
-import type { StatePublisher } from './state-publisher.ts'
+import { VMS_FEED, type StatePublisher } from './state-publisher.ts'
 import { hostsSnapshot } from './snapshot.ts'
 import type { VmEvent, VmRecord } from '../host/vm-record.ts'
 import type { LocalImages } from '../../catalog/index.ts'
@@ -69,10 +69,14 @@ export class ClusterVms extends EventTarget implements VmService {
   /** Requests this node accepted that no host runs yet (also in the store). */
   private readonly pending = new Map<string, PendingVm>()
   private resubmitTimer?: NodeJS.Timeout
-  /** Last VM states seen per remote host, to turn gossip updates into events. */
-  private readonly seen = new Map<string, Map<string, VmRecord>>()
+  /** Callers waiting for a VM to settle, by VM id: one event listener serves them all. */
+  private readonly waiters = new Map<string, Set<(event: VmEvent) => void>>()
   private readonly relayLocal = (event: Event): void => { this.dispatchEvent(new CustomEvent('vm', { detail: (event as CustomEvent<VmEvent>).detail })) }
-  private readonly onMember = (member: Member): void => { this.relayRemote(member) }
+  private readonly onFeed = (change: FeedChange): void => { this.relayRemote(change) }
+  private readonly wakeWaiters = (event: Event): void => {
+    const detail = (event as CustomEvent<VmEvent>).detail
+    for (const waiter of this.waiters.get(detail.vm.id) ?? []) waiter(detail)
+  }
 
   constructor (components: ClusterVmsComponents, init: ClusterVmsInit) {
     super()
@@ -81,11 +85,13 @@ export class ClusterVms extends EventTarget implements VmService {
   }
 
   start (): void {
-    for (const p of this.c.store.list<PendingVm>(PENDING)) this.pending.set(p.id, p)
-    this.c.publisher.setPendingSource(() => [...this.pending.values()])
+    for (const p of this.c.store.list<PendingVm>(PENDING)) {
+      this.pending.set(p.id, p)
+      this.c.publisher.setPending(p)
+    }
     this.c.host.addEventListener('vm', this.relayLocal)
-    this.c.mesh.on('member:join', this.onMember)
-    this.c.mesh.on('member:update', this.onMember)
+    this.addEventListener('vm', this.wakeWaiters)
+    this.c.mesh.on('feed:change', this.onFeed)
     this.c.mesh.handleRpc<{ id: string }>(PENDING_DELETE, async ({ id }) => {
       const placed = await this.deletePending(String(id))
       return { deleted: !placed, placed }
@@ -97,16 +103,15 @@ export class ClusterVms extends EventTarget implements VmService {
     clearInterval(this.resubmitTimer)
     this.c.mesh.unhandleRpc(PENDING_DELETE)
     this.c.host.removeEventListener('vm', this.relayLocal)
-    this.c.mesh.off('member:join', this.onMember)
-    this.c.mesh.off('member:update', this.onMember)
+    this.removeEventListener('vm', this.wakeWaiters)
+    this.c.mesh.off('feed:change', this.onFeed)
   }
 
   list (): VmRecord[] {
     const all = [...this.c.host.list(), ...[...this.pending.values()].map(pendingAsVm)]
     for (const member of this.remoteMembers()) {
       if (member.status === 'dead') continue
-      const state = asHostState(member.state)
-      all.push(...(state?.vms ?? []), ...(state?.pending ?? []).map(pendingAsVm))
+      all.push(...this.c.publisher.vms.rowsOf(member.peerId).values(), ...this.c.publisher.pending.rowsOf(member.peerId).values())
     }
     // A request placed a moment ago may show both as pending and on its host: the host wins.
     const byId = new Map<string, VmRecord>()
@@ -118,7 +123,7 @@ export class ClusterVms extends EventTarget implements VmService {
     const mine = this.pending.get(id)
     if (mine != null) return pendingAsVm(mine)
     const elsewhere = this.remotePending(id)
-    if (elsewhere != null) return pendingAsVm(elsewhere.pending)
+    if (elsewhere != null) return elsewhere.vm
     const owner = await this.owner(id)
     if (owner.local) return this.c.host.get(id)
     return await this.call<VmRecord>(owner.member, VM_RPC.get, { id })
@@ -221,14 +226,16 @@ export class ClusterVms extends EventTarget implements VmService {
    * queue time is up is answered as it stands (the resubmit round marks it failed).
    */
   private async settled (id: string, want: 'running' | 'stopped', deadline: number): Promise<VmRecord> {
-    // Woken by the VM's own events (local ones at once, remote ones as gossip relays them), with a
-    // slow re-check as a safety net, so thousands of creates do not mean thousands of poll loops.
+    // Woken by the VM's own events (local ones at once, remote ones as their feed relays them), with
+    // a slow re-check as a safety net, so thousands of creates do not mean thousands of poll loops.
     return await new Promise<VmRecord>((resolve, reject) => {
       let over = false
       const finish = (settle: () => void): void => {
         if (over) return
         over = true
-        this.removeEventListener('vm', onEvent)
+        const waiting = this.waiters.get(id)
+        waiting?.delete(onEvent)
+        if (waiting?.size === 0) this.waiters.delete(id)
         clearInterval(timer)
         settle()
       }
@@ -237,9 +244,7 @@ export class ClusterVms extends EventTarget implements VmService {
         if (vm.state === want || vm.state === 'failed') finish(() => resolve(vm))
         else if (vm.state === 'queued' && this.c.clock() > deadline + this.init.resubmitMs * 2) finish(() => resolve(vm))
       }
-      const onEvent = (event: Event): void => {
-        const detail = (event as CustomEvent<VmEvent>).detail
-        if (detail.vm.id !== id) return
+      const onEvent = (detail: VmEvent): void => {
         if (detail.type === 'vm.deleted') gone()
         else consider(detail.vm)
       }
@@ -248,22 +253,23 @@ export class ClusterVms extends EventTarget implements VmService {
         if (vm == null) gone()
         else consider(vm)
       }
-      this.addEventListener('vm', onEvent)
+      const waiting = this.waiters.get(id) ?? new Set()
+      this.waiters.set(id, waiting.add(onEvent))
       const timer = setInterval(() => { void check() }, 1000)
       void check()
     })
   }
 
-
   private placedSomewhere (id: string): boolean {
-    if (this.c.host.has(id)) return true
-    return this.remoteMembers().some(m => asHostState(m.state)?.vms.some(v => v.id === id) === true)
+    return this.c.host.has(id) || this.c.publisher.vms.find(id).length > 0
   }
 
-  private remotePending (id: string): { member: Member, pending: PendingVm } | undefined {
-    for (const member of this.remoteMembers()) {
-      const pending = asHostState(member.state)?.pending.find(p => p.id === id)
-      if (pending != null && !this.placedSomewhere(id)) return { member, pending }
+  /** The gateway node that keeps this request, if another node does and no host runs it yet. */
+  private remotePending (id: string): { member: Member, vm: VmRecord } | undefined {
+    if (this.placedSomewhere(id)) return undefined
+    for (const { owner, row } of this.c.publisher.pending.find(id)) {
+      const member = this.c.mesh.member(owner)
+      if (member != null) return { member, vm: row }
     }
     return undefined
   }
@@ -271,13 +277,13 @@ export class ClusterVms extends EventTarget implements VmService {
   private async savePending (pending: PendingVm): Promise<void> {
     this.pending.set(pending.id, pending)
     await this.c.store.put(PENDING, pending.id, pending)
-    this.c.publisher.changed()
+    this.c.publisher.setPending(pending)
   }
 
   private async forgetPending (id: string): Promise<void> {
     if (!this.pending.delete(id)) return
     await this.c.store.delete(PENDING, id)
-    this.c.publisher.changed()
+    this.c.publisher.removePending(id)
   }
 
   /**
@@ -371,7 +377,7 @@ export class ClusterVms extends EventTarget implements VmService {
   private async owner (id: string): Promise<Owner> {
     if (this.c.host.has(id)) return { local: true }
     const remote = this.remoteMembers()
-    const gossiped = remote.find(m => asHostState(m.state)?.vms.some(v => v.id === id) === true)
+    const gossiped = this.c.publisher.vms.find(id).map(({ owner }) => this.c.mesh.member(owner)).find(m => m != null && m.status !== 'dead')
     if (gossiped != null) return { local: false, member: gossiped }
     const asked = remote.filter(m => m.status !== 'dead').map(async member => {
       await this.c.mesh.request(member.peerId, VM_RPC.get, { id }, { timeoutMs: LOOKUP_TIMEOUT_MS })
@@ -408,22 +414,14 @@ export class ClusterVms extends EventTarget implements VmService {
     return this.c.mesh.members().filter(m => !m.self)
   }
 
-  /** Turns a host's new gossiped VM list into the same events local VMs produce. */
-  private relayRemote (member: Member): void {
-    if (member.self) return
-    const state = asHostState(member.state)
-    if (state == null) return
-    const before = this.seen.get(member.peerId) ?? new Map<string, VmRecord>()
-    const after = new Map(state.vms.map(v => [v.id, v]))
+  /** Turns the changes in a host's VM feed into the same events local VMs produce. */
+  private relayRemote (change: FeedChange): void {
+    if (change.feed !== VMS_FEED) return
     const at = new Date().toISOString()
-    for (const vm of after.values()) {
-      const previous = before.get(vm.id)
-      if (previous?.state !== vm.state) this.dispatchEvent(new CustomEvent('vm', { detail: { type: 'vm.state', vm, previous: previous?.state, at } satisfies VmEvent }))
+    for (const { row, previous } of change.changes as Array<{ row?: VmRecord, previous?: VmRecord }>) {
+      if (row != null && previous?.state !== row.state) this.dispatchEvent(new CustomEvent('vm', { detail: { type: 'vm.state', vm: row, previous: previous?.state, at } satisfies VmEvent }))
+      if (row == null && previous != null) this.dispatchEvent(new CustomEvent('vm', { detail: { type: 'vm.deleted', vm: previous, previous: previous.state, at } satisfies VmEvent }))
     }
-    for (const [id, vm] of before) {
-      if (!after.has(id)) this.dispatchEvent(new CustomEvent('vm', { detail: { type: 'vm.deleted', vm, previous: vm.state, at } satisfies VmEvent }))
-    }
-    this.seen.set(member.peerId, after)
   }
 }
 

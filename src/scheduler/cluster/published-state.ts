@@ -1,20 +1,20 @@
 import type { HostInfo } from '../host/host-agent.ts'
-import type { VmRecord } from '../host/vm-record.ts'
 import type { PlacementImage } from '../placement/index.ts'
-import type { PendingVm } from './pending.ts'
 
-/** What each host gossips about itself through the mesh (NodeState.state). One writer: the host. */
+/**
+ * What each host gossips about itself in its heartbeat (NodeState.state). One writer: the host.
+ * Its VMs and queued requests are not here: they travel row by row in mesh feeds (state-publisher.ts).
+ */
 export interface PublishedHostState {
-  kind: 'corral-host/1'
+  kind: 'corral-host/2'
   host: HostInfo
+  /** The version of the host's VM feed that `host.free` accounts for. */
+  vmsVersion: number
   images: string[]
   /** The same images described for placement (arch, OS, default size). */
   imageInfo: PlacementImage[]
   /** Catalog versions the host could pull before cloning (absent from hosts without a catalog). */
   pullable?: PlacementImage[]
-  vms: VmRecord[]
-  /** Requests this node accepted that wait in the cluster's queue. */
-  pending: PendingVm[]
   /** A draining host keeps its VMs but takes no new ones. */
   draining: boolean
 }
@@ -22,6 +22,6 @@ export interface PublishedHostState {
 /** Gossip comes from peers that hold the cluster key, but a bad version must not crash a reader. */
 export function asHostState (value: unknown): PublishedHostState | undefined {
   const v = value as Partial<PublishedHostState> | undefined
-  if (v?.kind !== 'corral-host/1' || v.host == null || !Array.isArray(v.vms) || !Array.isArray(v.images) || !Array.isArray(v.imageInfo) || !Array.isArray(v.pending)) return undefined
+  if (v?.kind !== 'corral-host/2' || v.host == null || typeof v.vmsVersion !== 'number' || !Array.isArray(v.images) || !Array.isArray(v.imageInfo)) return undefined
   return v as PublishedHostState
 }

@@ -8,6 +8,7 @@ import { hostsSnapshot } from './snapshot.ts'
 import type { StatePublisher } from './state-publisher.ts'
 import type { HostAgent } from '../host/host-agent.ts'
 import type { LifecycleAction } from '../types.ts'
+import type { VmRecord } from '../host/vm-record.ts'
 
 /** RPC method names a gateway node uses to reach the host that owns a VM. */
 export const VM_RPC = {
@@ -61,6 +62,9 @@ export function registerVmRpc (mesh: MeshNode, host: HostAgent, logger: Logger):
   })
 }
 
+/** A host's answer to host.admit. */
+export interface Admitted { vm: VmRecord, vmsVersion: number }
+
 /**
  * The host's admission of a VM the leader planned for it: re-check the plan against this host's
  * fresh state, then take the reservation (HostAgent.create reserves atomically or refuses).
@@ -69,7 +73,9 @@ export function registerVmRpc (mesh: MeshNode, host: HostAgent, logger: Logger):
 export function registerAdmission (mesh: MeshNode, host: HostAgent, publisher: StatePublisher, logger: Logger): void {
   mesh.handleRpc<{ pending: PendingVm }>('host.admit', async ({ pending }, ctx) => {
     const self = mesh.self()
-    if (host.has(pending.id)) return host.get(pending.id)
+    // With the VM feed's version that includes it: the leader counts the VM against this host
+    // until gossip shows free figures of that version or later.
+    if (host.has(pending.id)) return { vm: host.get(pending.id), vmsVersion: publisher.vms.version() } satisfies Admitted
     // Fencing: only the leader this host's lease record names may place here. A leader that lost
     // the lease (a healed partition) may still be mid-pass over a queue the new leader also has.
     const holder = leaseHolder(mesh)
@@ -90,6 +96,6 @@ export function registerAdmission (mesh: MeshNode, host: HostAgent, publisher: S
       owner: pending.request.owner
     })
     logger.info({ vm: vm.id, owner: pending.request.owner, gateway: pending.gatewayName }, 'admitted a VM placed by the scheduler')
-    return vm
+    return { vm, vmsVersion: publisher.vms.version() } satisfies Admitted
   })
 }

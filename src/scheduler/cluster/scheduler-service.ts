@@ -5,7 +5,8 @@ import { place, type PlacementCandidate, type PlacementHost, type PlacementPolic
 import type { LeaderElection } from '../leader/leader-election.ts'
 import { queueOrder, type PendingVm } from './pending.ts'
 import { hostsSnapshot } from './snapshot.ts'
-import { asHostState, type PublishedHostState } from './published-state.ts'
+import { asHostState } from './published-state.ts'
+import type { Admitted } from './rpc-handlers.ts'
 import type { StatePublisher } from './state-publisher.ts'
 
 export const SCHED_RPC = {
@@ -35,8 +36,12 @@ const REFUSAL_MEMORY_MS = 2_000
 /** An admitted VM's resources count against its host until the host's gossip lists it, or this long. */
 const RESERVATION_MEMORY_MS = 10_000
 
-/** Resources the leader has promised a host that the host's own gossip may not show yet. */
-interface Reservation { peerId: string, resources: Resources, since: number }
+/**
+ * Resources the leader has promised a host that the host's own gossip may not show yet: until the
+ * host's gossiped free figures are of its VM feed version `vmsVersion` or later (Infinity while the
+ * admission is in flight).
+ */
+interface Reservation { peerId: string, resources: Resources, since: number, vmsVersion: number }
 
 /**
  * The leader's half of scheduling: a priority queue, placement on a snapshot of the hosts, and
@@ -135,8 +140,8 @@ export class SchedulerService {
     const own = this.c.publisher.current()
     const hosts = hostsSnapshot(members, { peerId: self, state: own })
     const alive = new Set(members.filter(m => m.status === 'alive').map(m => m.peerId)).add(self)
-    const running = runningVms(members, self, own)
-    this.holdReserved(hosts, running, now)
+    const versions = new Map(members.map(m => [m.peerId, m.peerId === self ? own.vmsVersion : asHostState(m.state)?.vmsVersion ?? -1]))
+    this.holdReserved(hosts, versions, now)
     let blocked = false
     for (const pending of [...this.queue.values()].sort(queueOrder)) {
       // Sent to a host already: its resources are held in `hosts`; the answer decides the rest.
@@ -147,7 +152,7 @@ export class SchedulerService {
       }
       // Placed already, by another leader (the other side of a partition, or before a change of
       // leader): remember where, never place it again.
-      const there = running.get(pending.id)
+      const there = this.placedAt(pending.id, members)
       if (there != null) {
         this.queue.delete(pending.id)
         this.placed.set(pending.id, there)
@@ -170,14 +175,25 @@ export class SchedulerService {
     }
   }
 
+  /** The host already running this request's VM, by its VM feed (this node's own, or a replica). */
+  private placedAt (id: string, members: Member[]): { host: string, peerId: string, vm: VmRecord } | undefined {
+    const self = this.c.mesh.self()
+    const mine = this.c.publisher.vms.mine(id)
+    if (mine != null) return { host: self.nodeName !== '' ? self.nodeName : mine.host, peerId: self.peerId, vm: mine }
+    const [found] = this.c.publisher.vms.find(id)
+    if (found == null) return undefined
+    const member = members.find(m => m.peerId === found.owner)
+    return { host: member != null && member.nodeName !== '' ? member.nodeName : found.row.host, peerId: found.owner, vm: found.row }
+  }
+
   /**
    * Subtracts what this leader promised hosts and their gossip does not show yet; forgets a
-   * promise once the VM is in the host's own list (its free figures include it then) or it is old.
+   * promise once the host's gossiped free figures include it, or once it is old.
    */
-  private holdReserved (hosts: PlacementHost[], running: Map<string, { peerId: string }>, now: number): void {
+  private holdReserved (hosts: PlacementHost[], versions: Map<string, number>, now: number): void {
     const byPeer = new Map(hosts.map(h => [h.peerId, h]))
     for (const [id, r] of this.reservations) {
-      if (!this.admitting.has(id) && (running.get(id)?.peerId === r.peerId || now - r.since > RESERVATION_MEMORY_MS)) {
+      if ((versions.get(r.peerId) ?? -1) >= r.vmsVersion || now - r.since > RESERVATION_MEMORY_MS) {
         this.reservations.delete(id)
         continue
       }
@@ -215,7 +231,7 @@ export class SchedulerService {
     // Hold its resources in this pass at once, and in later passes until the host's gossip shows it.
     const host = hosts.find(h => h.peerId === candidate.peerId)
     if (host != null) subtract(host, candidate.resources)
-    this.reservations.set(pending.id, { peerId: candidate.peerId, resources: candidate.resources, since: now })
+    this.reservations.set(pending.id, { peerId: candidate.peerId, resources: candidate.resources, since: now, vmsVersion: Infinity })
     this.admitting.set(pending.id, this.admit(pending, candidate))
     return 'admitting'
   }
@@ -223,7 +239,9 @@ export class SchedulerService {
   /** Asks the chosen host to admit the request; a refusal sends it back to the queue without that host. */
   private async admit (pending: PendingVm, candidate: PlacementCandidate): Promise<void> {
     try {
-      const vm = await this.c.mesh.request<VmRecord>(candidate.peerId, SCHED_RPC.admit, { pending, resources: candidate.resources })
+      const { vm, vmsVersion } = await this.c.mesh.request<Admitted>(candidate.peerId, SCHED_RPC.admit, { pending, resources: candidate.resources })
+      const held = this.reservations.get(pending.id)
+      if (held != null) held.vmsVersion = vmsVersion
       this.queue.delete(pending.id)
       this.refusals.delete(pending.id)
       this.placed.set(pending.id, { host: candidate.name, peerId: candidate.peerId, vm })
@@ -247,16 +265,6 @@ function subtract (host: PlacementHost, resources: Resources): void {
   host.free.cpus -= resources.cpus
   host.free.memoryMiB -= resources.memoryMiB
   host.free.diskMiB -= resources.diskMiB
-}
-
-/** Every VM the hosts report, by id, with the host that runs it (this host's own state included). */
-function runningVms (members: Member[], self: string, own: PublishedHostState): Map<string, { host: string, peerId: string, vm: VmRecord }> {
-  const out = new Map<string, { host: string, peerId: string, vm: VmRecord }>()
-  for (const member of members) {
-    const state = member.peerId === self ? own : asHostState(member.state)
-    for (const vm of state?.vms ?? []) out.set(vm.id, { host: member.nodeName !== '' ? member.nodeName : vm.host, peerId: member.peerId, vm })
-  }
-  return out
 }
 
 /** A stable per-request tie-break, so two leaders spread equal choices instead of racing. */

@@ -1,48 +1,67 @@
 import type { Logger } from 'pino'
-import type { MeshNode } from '../../node/index.ts'
+import type { Feed, MeshNode } from '../../node/index.ts'
 import type { LocalImages } from '../../catalog/index.ts'
 import type { HostAgent } from '../host/host-agent.ts'
+import type { VmEvent, VmRecord } from '../host/vm-record.ts'
 import type { PublishedHostState } from './published-state.ts'
-import type { PendingVm } from './pending.ts'
+import { pendingAsVm, type PendingVm } from './pending.ts'
 
 /** Coalesces bursts of VM changes into one announcement at most this often. */
 const PUBLISH_EVERY_MS = 50
 
+/** The mesh feeds a host's VMs and the requests its gateway keeps travel in (see src/node/feeds.ts). */
+export const VMS_FEED = 'vms'
+export const PENDING_FEED = 'pending-vms'
+
 /**
- * Keeps this host's gossiped state (capacity, VMs, images) in step with the host agent: the host
- * is its only writer, and the mesh versions every announcement.
+ * Keeps what this host tells the cluster in step with the host agent; the host is its only writer.
+ * Its VMs and the requests it accepted go row by row in two mesh feeds (a change costs one row on
+ * the wire, whatever the host runs); the heartbeat state carries capacity, free resources, images,
+ * and the VM feed's version those figures include.
  */
 export class StatePublisher {
   private readonly components: { host: HostAgent, images: LocalImages, mesh: MeshNode, logger: Logger }
-  /** Requests this node accepted and still holds (set by the gateway). */
-  private pending: () => PendingVm[] = () => []
+  readonly vms: Feed<VmRecord>
+  readonly pending: Feed<VmRecord>
   private timer?: NodeJS.Timeout
   private imageInfo: PublishedHostState['imageInfo'] = []
   private imageNames: string[] = []
   private pullable: PublishedHostState['imageInfo'] = []
-  private readonly onChange = (): void => { this.schedule() }
+  private readonly onVm = (event: Event): void => {
+    const { type, vm } = (event as CustomEvent<VmEvent>).detail
+    if (type === 'vm.deleted') this.vms.remove(vm.id)
+    else this.vms.set(vm)
+    this.schedule()
+  }
 
   constructor (components: { host: HostAgent, images: LocalImages, mesh: MeshNode, logger: Logger }) {
     this.components = components
+    this.vms = components.mesh.feed<VmRecord>(VMS_FEED)
+    this.pending = components.mesh.feed<VmRecord>(PENDING_FEED)
   }
 
-  /** The gateway's queue of accepted requests, published so any node can show them. */
-  setPendingSource (source: () => PendingVm[]): void {
-    this.pending = source
+  /** A request this node accepted, as other nodes list it (and route its delete here). */
+  setPending (pending: PendingVm): void {
+    this.pending.set(pendingAsVm(pending))
   }
 
-  /** Publish soon (coalesced), e.g. after the pending queue changed. */
+  removePending (id: string): void {
+    this.pending.remove(id)
+  }
+
+  /** Publish soon (coalesced), e.g. after the images changed. */
   changed (): void {
     this.schedule()
   }
 
   async start (): Promise<void> {
-    this.components.host.addEventListener('vm', this.onChange)
+    this.components.host.addEventListener('vm', this.onVm)
+    for (const vm of this.components.host.list()) this.vms.set(vm)
     await this.publish()
   }
 
   async stop (): Promise<void> {
-    this.components.host.removeEventListener('vm', this.onChange)
+    this.components.host.removeEventListener('vm', this.onVm)
     clearTimeout(this.timer)
     this.timer = undefined
   }
@@ -56,7 +75,7 @@ export class StatePublisher {
   }
 
   async publish (): Promise<void> {
-    const { host, images, mesh } = this.components
+    const { images, mesh } = this.components
     const all = await images.list()
     this.imageNames = all.map(i => i.name)
     this.imageInfo = all.map(i => ({ name: i.name, arch: i.arch, os: i.os, defaultCpus: i.defaultCpus, defaultMemoryMiB: i.defaultMemoryMiB, diskMiB: i.diskMiB }))
@@ -67,13 +86,12 @@ export class StatePublisher {
   /** This host's state now (images as of the last publish): fresher than its own gossip. */
   current (): PublishedHostState {
     return {
-      kind: 'corral-host/1',
+      kind: 'corral-host/2',
       host: this.components.host.info(),
+      vmsVersion: this.vms.version(),
       images: this.imageNames,
       imageInfo: this.imageInfo,
       pullable: this.pullable,
-      vms: this.components.host.list(),
-      pending: this.pending(),
       draining: false
     }
   }
