@@ -3,7 +3,7 @@
  * of their plain content, so a blob is checked after decoding, wherever it came from (the store, a
  * peer, a provider), and bytes that do not hash to their id are never handed on.
  */
-import { createHash, webcrypto } from 'node:crypto'
+import { createHash } from 'node:crypto'
 import { promisify } from 'node:util'
 import { constants, zstdCompress, zstdDecompress } from 'node:zlib'
 import { ChunkCorruptError } from './errors.ts'
@@ -24,11 +24,6 @@ export function sha256Hex (data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex')
 }
 
-/** The same digest computed in libuv's pool (WebCrypto), leaving the main thread to the I/O. */
-export async function sha256HexAsync (data: Uint8Array): Promise<string> {
-  return Buffer.from(await webcrypto.subtle.digest('SHA-256', data)).toString('hex')
-}
-
 export const CHUNK_ID = /^[0-9a-f]{64}$/
 
 /** Compresses off the main thread (libuv's pool); incompressible data is stored raw. */
@@ -47,19 +42,55 @@ export async function encodeBlob (plain: Uint8Array, level = DEFAULT_ZSTD_LEVEL)
  * (unknown codec, undecodable, wrong size, wrong hash).
  */
 export async function decodeBlob (id: string, stored: Uint8Array, expectedSize?: number): Promise<Buffer> {
-  const corrupt = (why: string): ChunkCorruptError => new ChunkCorruptError(`chunk ${id.slice(0, 12)}… is corrupt (${why}); it will be fetched again`, { chunk: id })
-  if (stored.length === 0) throw corrupt('empty')
-  const body = Buffer.from(stored.buffer, stored.byteOffset + 1, stored.length - 1)
-  let plain: Buffer
-  if (stored[0] === CODEC_RAW) plain = body
-  else if (stored[0] === CODEC_ZSTD) {
-    try {
-      plain = await decompress(body, expectedSize != null ? { maxOutputLength: expectedSize + 1, chunkSize: Math.max(64 * 1024, expectedSize + 1) } : { chunkSize: 1024 * 1024 })
-    } catch (err) {
-      throw corrupt(`zstd: ${(err as Error).message}`)
+  const { plain } = await checkBlob(id, [Buffer.from(stored.buffer, stored.byteOffset, stored.length)], expectedSize)
+  return plain.length === 1 ? plain[0] : Buffer.concat(plain)
+}
+
+/** A checked chunk: its plain bytes (in pieces), and its stored form when that is one buffer. */
+export interface CheckedBlob {
+  plain: Buffer[]
+  stored?: Buffer
+}
+
+/**
+ * Decodes and checks a blob that may come in pieces (as a stream delivered it), without copying
+ * a raw one: its plain pieces are views of the stored ones. Hashed on the calling thread, a piece
+ * at a time; WebCrypto would hash in libuv's pool but copies every chunk on this thread first,
+ * which cost about as much as the hash and doubled the memory a pull churns through.
+ */
+export async function checkBlob (id: string, pieces: Buffer[], expectedSize?: number): Promise<CheckedBlob> {
+  const first = pieces.find(p => p.length > 0)
+  if (first == null) throw chunkCorrupt(id, 'empty')
+  const codec = first[0]
+  let plain: Buffer[]
+  let stored: Buffer | undefined
+  if (codec === CODEC_RAW) {
+    plain = []
+    let skip = 1
+    for (const p of pieces) {
+      if (skip > 0 && p.length > 0) {
+        if (p.length > 1) plain.push(p.subarray(1))
+        skip = 0
+      } else if (p.length > 0) plain.push(p)
     }
-  } else throw corrupt(`unknown codec ${stored[0]}`)
-  if (expectedSize != null && plain.length !== expectedSize) throw corrupt(`${plain.length} bytes, expected ${expectedSize}`)
-  if (await sha256HexAsync(plain) !== id) throw corrupt('content does not match its SHA-256')
-  return plain
+    if (pieces.length === 1) stored = pieces[0]
+  } else if (codec === CODEC_ZSTD) {
+    stored = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces)
+    const body = stored.subarray(1)
+    try {
+      plain = [await decompress(body, expectedSize != null ? { maxOutputLength: expectedSize + 1, chunkSize: Math.max(64 * 1024, expectedSize + 1) } : { chunkSize: 1024 * 1024 })]
+    } catch (err) {
+      throw chunkCorrupt(id, `zstd: ${(err as Error).message}`)
+    }
+  } else throw chunkCorrupt(id, `unknown codec ${codec}`)
+  const size = plain.reduce((n, p) => n + p.length, 0)
+  if (expectedSize != null && size !== expectedSize) throw chunkCorrupt(id, `${size} bytes, expected ${expectedSize}`)
+  const hash = createHash('sha256')
+  for (const p of plain) hash.update(p)
+  if (hash.digest('hex') !== id) throw chunkCorrupt(id, 'content does not match its SHA-256')
+  return stored != null ? { plain, stored } : { plain }
+}
+
+export function chunkCorrupt (id: string, why: string): ChunkCorruptError {
+  return new ChunkCorruptError(`chunk ${id.slice(0, 12)}… is corrupt (${why}); it will be fetched again`, { chunk: id })
 }

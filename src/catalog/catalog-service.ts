@@ -18,8 +18,8 @@ import { CatalogRecords, checkImageId, checkVersion, normaliseArch, parseRef, DE
 import { Repository, knownLocations } from './repository.ts'
 import { packFolder, type BlobSink } from './pack.ts'
 import { BundleWriter, removeTree } from './unpack.ts'
-import { countHeld, fetchSegment, segmentsOf, type BlobSource, type FetchCounters, type FetchedChunk, type Segment, type SegmentRouting } from './transfer.ts'
-import { CODEC_RAW, sha256Hex } from './blob.ts'
+import { countHeld, fetchSegment, segmentsOf, type BlobSource, type FetchCounters, type FetchOptions, type Segment, type SegmentRouting } from './transfer.ts'
+import { CODEC_RAW, sha256Hex, type CheckedBlob } from './blob.ts'
 import { forEachLimit } from './pool.ts'
 export type { BlobSource, Segment } from './transfer.ts'
 import { decodeManifest, encodeManifest, manifestDigest, blobIds, type BundleManifest } from './manifest.ts'
@@ -59,7 +59,7 @@ export interface CatalogInit {
   cacheOnPush?: boolean
   /** Least time between two progress events of one transfer. */
   progressIntervalMs?: number
-  /** Stored bytes per segment, the unit of fetching and of ownership in a swarm (default 8 MiB). */
+  /** Stored bytes per segment, the unit of fetching and of ownership in a swarm (default 16 MiB; every node of a cluster must use the same). */
   segmentBytes?: number
   /** A push uploads a pack once it holds this many bytes (default 32 MiB). */
   packBytes?: number
@@ -158,7 +158,7 @@ export class CatalogService extends EventTarget {
   private peerRouting?: PeerRouting
   private started = false
   /** One fetch per segment at a time, whoever asks (a pull here, a peer's request). */
-  private readonly segmentFetches = new Map<string, Promise<Map<string, FetchedChunk>>>()
+  private readonly segmentFetches = new Map<string, Promise<Map<string, CheckedBlob>>>()
   /** Pulls under way, by manifest: peers are served what they placed already. */
   private readonly writers = new Map<string, BundleWriter>()
   private readonly stats: CatalogMetrics = { providerBytesRead: 0, peerBytesIn: 0, peerBytesOut: 0, corruptChunks: 0 }
@@ -471,7 +471,9 @@ export class CatalogService extends EventTarget {
       progress.phase = 'chunks'
       emit(true)
       const routing = this.routing(version)
-      const options = { signal, logger: this.log }
+      // Provider reads stream: each chunk is checked and written as it arrives, from the pieces
+      // the network delivered, with no copy of the segment gathered first.
+      const options: FetchOptions = { signal, logger: this.log, keep: async chunks => { await w.placeAll(chunks.map(([id, c]) => [id, c.plain])) } }
       const peers = missing.length > 0 ? this.peerRouting : undefined
       await peers?.begin(version.manifest, swarm)
       let ok = false
@@ -485,14 +487,12 @@ export class CatalogService extends EventTarget {
           }
           const need = segment.ids.filter(id => !w.has(id))
           if (need.length > 0) {
-            const fetched = await this.obtainSegment(segment, need, manifest, routing, progress, options, async got => {
-              for (const [id, c] of got) await w.place(id, c.plain)
-            }, id => w.has(id))
+            const fetched = await this.obtainSegment(segment, need, manifest, routing, progress, options, id => w.has(id))
             for (const id of need) {
               const got = fetched.get(id)
               // Placed by a peer's request this node served meanwhile, or here now.
               if (got == null && !w.has(id)) throw new ChunkNotFoundError(`chunk ${id.slice(0, 12)}… of ${cachedName(version.image, version.version)} was not fetched`, { chunk: id })
-              if (got != null) await w.place(id, got.plain)
+              if (got != null) await w.placeAll([[id, got.plain]])
               progress.chunksDone++
               progress.bytesDone += manifest.blobs[id].stored
             }
@@ -572,27 +572,28 @@ export class CatalogService extends EventTarget {
   }
 
   /**
-   * Fetches chunks of a segment this node lacks; resolves with what it fetched (checked). One
-   * fetch per segment at a time on this node, whoever asks (a pull here, a peer's request); a
-   * caller that joined another's fetch gets what that fetch got, and fetches the rest itself.
+   * Fetches chunks of a segment this node lacks; resolves with what it fetched (checked, and kept
+   * by `options.keep`). One fetch per segment at a time on this node, whoever asks (a pull here, a
+   * peer's request); a caller that joined another's fetch gets what that fetch got, and fetches
+   * the rest itself.
    */
-  private async obtainSegment (segment: Segment, wanted: string[], manifest: BundleManifest, routing: SegmentRouting, progress: FetchCounters, options: { signal: AbortSignal, logger: Logger }, persist: (got: Map<string, FetchedChunk>) => Promise<void>, held: (id: string) => boolean): Promise<Map<string, FetchedChunk>> {
-    const result = new Map<string, FetchedChunk>()
+  private async obtainSegment (segment: Segment, wanted: string[], manifest: BundleManifest, routing: SegmentRouting, progress: FetchCounters, options: FetchOptions, held: (id: string) => boolean): Promise<Map<string, CheckedBlob>> {
+    const result = new Map<string, CheckedBlob>()
     let need = wanted
-    // Bounded: each pass either joins a fetch that persisted chunks, or fetches what is left itself.
+    // Bounded: each pass either joins a fetch that kept chunks, or fetches what is left itself.
     for (let attempt = 0; attempt < 8 && need.length > 0; attempt++) {
       const running = this.segmentFetches.get(segment.key)
       if (running != null) {
-        const got = await running.catch(() => new Map<string, FetchedChunk>())
+        const got = await running.catch(() => new Map<string, CheckedBlob>())
         for (const id of need) { const c = got.get(id); if (c != null) result.set(id, c) }
-        // What that fetch persisted for its own caller is here now too: not fetched again.
+        // What that fetch kept for its own caller is here now too: not fetched again.
         need = need.filter(id => !result.has(id) && !held(id))
         continue
       }
       const mine: FetchCounters = { bytesFromPeers: 0, bytesFromProvider: 0, corruptChunks: 0 }
-      // Persisted (written into the image, or kept in the store) before the fetch counts as done,
+      // Every chunk is kept (written into the image, or stored) before the fetch counts as done,
       // so whoever asks next finds the chunks here instead of fetching them again.
-      const p = fetchSegment(segment, need, manifest, routing, mine, options).then(async got => { await persist(got); return got }).finally(() => {
+      const p = fetchSegment(segment, need, manifest, routing, mine, options).finally(() => {
         this.segmentFetches.delete(segment.key)
         progress.bytesFromPeers += mine.bytesFromPeers
         progress.bytesFromProvider += mine.bytesFromProvider
@@ -630,14 +631,14 @@ export class CatalogService extends EventTarget {
         if (stored != null) { out.set(id, stored); continue }
       }
       const placed = await writer?.readPlaced(id)
-      if (placed != null) { out.set(id, rawBlob(placed)); continue }
+      if (placed != null) { out.set(id, rawBlob([placed])); continue }
       local ??= await this.localChunks()
       const at = local.get(id)
       if (at != null) {
         const manifest = await this.localManifest(manifestDigest)
         const size = manifest?.blobs[id]?.size
         const plain = size != null ? await this.readLocal(id, size, local) : undefined
-        if (plain != null) out.set(id, rawBlob(plain))
+        if (plain != null) out.set(id, rawBlob([plain]))
       }
     }
     const missing = ids.filter(id => !out.has(id))
@@ -649,23 +650,25 @@ export class CatalogService extends EventTarget {
         const providerOnly = this.routing(version, false)
         const counters: FetchCounters = { bytesFromPeers: 0, bytesFromProvider: 0, corruptChunks: 0 }
         for (const segment of segmentsOf(manifest, this.init.segmentBytes).filter(seg => seg.ids.some(id => wanted.has(id)))) {
-          const got = await this.obtainSegment(segment, segment.ids.filter(id => wanted.has(id)), manifest, providerOnly, counters, { signal, logger: this.log }, async fetched => {
+          // Whole reads, not streams: the stored bytes are what the peer gets.
+          const keep = async (chunks: Array<[string, CheckedBlob]>): Promise<void> => {
             // Pulling it too: write it in; otherwise keep it for the next peer that asks.
             const active = this.writers.get(manifestDigest)
-            for (const [id, c] of fetched) {
-              if (active != null) await active.place(id, c.plain)
-              else await this.store.put(id, c.stored, { verified: true })
-            }
-          }, id => this.store.has(id) || this.writers.get(manifestDigest)?.has(id) === true)
-          for (const [id, c] of got) out.set(id, c.stored)
+            if (active != null) await active.placeAll(chunks.map(([id, c]) => [id, c.plain]))
+            else for (const [id, c] of chunks) await this.store.put(id, c.stored ?? rawBlob(c.plain), { verified: true })
+          }
+          const got = await this.obtainSegment(segment, segment.ids.filter(id => wanted.has(id)), manifest, providerOnly, counters, { signal, logger: this.log, keep, streaming: false },
+            id => this.store.has(id) || this.writers.get(manifestDigest)?.has(id) === true)
+          // A fetch of this pull's that this one joined came as a stream: sent uncompressed.
+          for (const [id, c] of got) out.set(id, c.stored ?? rawBlob(c.plain))
         }
-        // Persisted here by another fetch this one joined: read back.
+        // Kept here by another fetch this one joined: read back.
         for (const id of missing) {
           if (out.has(id)) continue
           const stored = this.store.has(id) ? await this.store.readStored(id).catch(() => undefined) : undefined
           const placed = stored == null ? await this.writers.get(manifestDigest)?.readPlaced(id) : undefined
           if (stored != null) out.set(id, stored)
-          else if (placed != null) out.set(id, rawBlob(placed))
+          else if (placed != null) out.set(id, rawBlob([placed]))
         }
       }
     }
@@ -688,6 +691,11 @@ export class CatalogService extends EventTarget {
         blobs ??= (await this.manifestOf(version)).blobs
         const where = blobs
         return await repo.fetchBlobs(ids.map(id => ({ id, info: where[id] })), { signal })
+      },
+      stream: async (ids, signal, onBlob) => {
+        blobs ??= (await this.manifestOf(version)).blobs
+        const where = blobs
+        await repo.streamBlobs(ids.map(id => ({ id, info: where[id] })), onBlob, { signal })
       }
     }
     return {
@@ -929,6 +937,6 @@ function isFinal (err: unknown): boolean {
 const mib = (bytes: number): number => Math.round(bytes / 1048576)
 
 /** Plain bytes in stored form, uncompressed (what peers get from an unpacked image). */
-function rawBlob (plain: Buffer): Buffer {
-  return Buffer.concat([Buffer.from([CODEC_RAW]), plain])
+function rawBlob (plain: Buffer[]): Buffer {
+  return Buffer.concat([Buffer.from([CODEC_RAW]), ...plain])
 }

@@ -93,51 +93,83 @@ export class Repository {
 
   /**
    * The stored bytes of these chunks (unchecked: the caller checks each against its id): chunks
-   * in the same pack come in ranged reads that span neighbours (a gap under 1 MiB is read through),
+   * in the same pack come in ranged reads that span neighbours (a gap under 64 KiB is read through),
    * others one object each. A chunk the provider lacks is missing from the result.
    */
   async fetchBlobs (blobs: Array<{ id: string, info: Location }>, options?: ProviderCallOptions): Promise<Map<string, Buffer>> {
     const out = new Map<string, Buffer>()
-    const byPack = new Map<string, Array<{ id: string, offset: number, stored: number }>>()
-    for (const { id, info } of blobs) {
-      if (info.pack == null || info.offset == null) {
-        try {
-          out.set(id, await this.provider.get(chunkKey(id), options))
-        } catch (err) {
-          if (!(err instanceof ObjectNotFoundError)) throw err
-        }
-        continue
+    const { loose, reads } = planReads(blobs)
+    for (const id of loose) {
+      try {
+        out.set(id, await this.provider.get(chunkKey(id), options))
+      } catch (err) {
+        if (!(err instanceof ObjectNotFoundError)) throw err
       }
-      let list = byPack.get(info.pack)
-      if (list == null) byPack.set(info.pack, list = [])
-      list.push({ id, offset: info.offset, stored: info.stored })
     }
-    for (const [pack, list] of byPack) {
-      list.sort((a, b) => a.offset - b.offset)
-      let i = 0
-      while (i < list.length) {
-        const start = list[i].offset
-        let end = start + list[i].stored
-        let j = i + 1
-        while (j < list.length && list[j].offset - end <= MAX_GAP && list[j].offset + list[j].stored - start <= MAX_RANGE) {
-          end = Math.max(end, list[j].offset + list[j].stored)
-          j++
-        }
-        let data: Buffer
-        try {
-          data = await this.provider.getRange(packKey(pack), start, end, options)
-        } catch (err) {
-          if (err instanceof ObjectNotFoundError) { i = j; continue }
-          throw err
-        }
-        for (const b of list.slice(i, j)) {
-          const slice = data.subarray(b.offset - start, b.offset - start + b.stored)
-          if (slice.length === b.stored) out.set(b.id, slice)
-        }
-        i = j
+    for (const read of reads) {
+      let data: Buffer
+      try {
+        data = await this.provider.getRange(packKey(read.pack), read.start, read.end, options)
+      } catch (err) {
+        if (err instanceof ObjectNotFoundError) continue
+        throw err
+      }
+      for (const b of read.blobs) {
+        const slice = data.subarray(b.offset - read.start, b.offset - read.start + b.stored)
+        if (slice.length === b.stored) out.set(b.id, slice)
       }
     }
     return out
+  }
+
+  /**
+   * The same reads as fetchBlobs, but each chunk is handed to `onBlob` as soon as its bytes are
+   * in, as the pieces the provider delivered them in (views, not copies), when the provider can
+   * stream (getRangeStream). A chunk the provider lacks is never handed on; a read that fails
+   * midway throws after the chunks it completed.
+   */
+  async streamBlobs (blobs: Array<{ id: string, info: Location }>, onBlob: (id: string, pieces: Buffer[]) => void, options?: ProviderCallOptions): Promise<void> {
+    const { loose, reads } = planReads(blobs)
+    for (const id of loose) {
+      try {
+        onBlob(id, [await this.provider.get(chunkKey(id), options)])
+      } catch (err) {
+        if (!(err instanceof ObjectNotFoundError)) throw err
+      }
+    }
+    for (const read of reads) {
+      const key = packKey(read.pack)
+      const pieces = this.provider.getRangeStream?.(key, read.start, read.end, options) ?? oneRead(this.provider, key, read.start, read.end, options)
+      let pos = read.start
+      let j = 0
+      let parts: Buffer[] = []
+      try {
+        for await (let piece of pieces) {
+          // Bounded by the piece: every pass consumes part of it, or ends at the last chunk.
+          while (piece.length > 0 && j < read.blobs.length) {
+            const b = read.blobs[j]
+            if (pos < b.offset) {
+              const skip = Math.min(b.offset - pos, piece.length)
+              piece = piece.subarray(skip)
+              pos += skip
+              continue
+            }
+            const take = Math.min(b.offset + b.stored - pos, piece.length)
+            parts.push(piece.subarray(0, take))
+            piece = piece.subarray(take)
+            pos += take
+            if (pos === b.offset + b.stored) {
+              onBlob(b.id, parts)
+              parts = []
+              j++
+            }
+          }
+        }
+      } catch (err) {
+        if (err instanceof ObjectNotFoundError && pos === read.start) continue
+        throw err
+      }
+    }
   }
 
   async putManifest (manifest: BundleManifest, options?: ProviderCallOptions): Promise<string> {
@@ -162,6 +194,49 @@ export class Repository {
   async putVersionDoc (version: CatalogVersion, options?: ProviderCallOptions): Promise<void> {
     await this.provider.put(versionKey(version.image, version.version, version.arch), Buffer.from(JSON.stringify(version, null, 2)), options)
   }
+}
+
+interface PlannedRead { pack: string, start: number, end: number, blobs: Array<{ id: string, offset: number, stored: number }> }
+
+/**
+ * How to read these chunks: packed ones in ranged reads of their packs that span neighbours (a
+ * gap up to MAX_GAP is read through, a read is at most MAX_RANGE), chunks of their own (`loose`)
+ * one object each.
+ */
+function planReads (blobs: Array<{ id: string, info: Location }>): { loose: string[], reads: PlannedRead[] } {
+  const loose: string[] = []
+  const byPack = new Map<string, Array<{ id: string, offset: number, stored: number }>>()
+  for (const { id, info } of blobs) {
+    if (info.pack == null || info.offset == null) {
+      loose.push(id)
+      continue
+    }
+    let list = byPack.get(info.pack)
+    if (list == null) byPack.set(info.pack, list = [])
+    list.push({ id, offset: info.offset, stored: info.stored })
+  }
+  const reads: PlannedRead[] = []
+  for (const [pack, list] of byPack) {
+    list.sort((a, b) => a.offset - b.offset)
+    let i = 0
+    while (i < list.length) {
+      const start = list[i].offset
+      let end = start + list[i].stored
+      let j = i + 1
+      while (j < list.length && list[j].offset - end <= MAX_GAP && list[j].offset + list[j].stored - start <= MAX_RANGE) {
+        end = Math.max(end, list[j].offset + list[j].stored)
+        j++
+      }
+      reads.push({ pack, start, end, blobs: list.slice(i, j) })
+      i = j
+    }
+  }
+  return { loose, reads }
+}
+
+/** A provider without streaming reads: the range in one piece. */
+async function * oneRead (provider: StorageProvider, key: string, start: number, end: number, options?: ProviderCallOptions): AsyncIterable<Buffer> {
+  yield await provider.getRange(key, start, end, options)
 }
 
 /** Where each packed chunk of these manifests is, for a push to the same provider to reuse. */

@@ -1,12 +1,14 @@
 /**
  * Moving a manifest's chunks: the manifest is cut into segments (neighbouring chunks of one pack,
- * about 8 MiB stored), the unit that is fetched, owned in a swarm and asked of peers. A segment's
+ * about 16 MiB stored), the unit that is fetched, owned in a swarm and asked of peers. A segment's
  * chunks come from the sources the routing gives (peers first, the provider last); each is checked
  * against its id before it is kept, and what a source did not give, or gave corrupt, is tried at
- * the next source, then again in a later round, a bounded number of times.
+ * the next source, then again in a later round, a bounded number of times. A source that streams
+ * (the provider, for a pull) hands each chunk on as its bytes arrive: it is checked and kept while
+ * the rest of the segment is still on the wire, from the pieces the network delivered.
  */
 import type { Logger } from 'pino'
-import { decodeBlob } from './blob.ts'
+import { checkBlob, type CheckedBlob } from './blob.ts'
 import type { BundleManifest } from './manifest.ts'
 import { ChunkCorruptError, ChunkNotFoundError } from './errors.ts'
 import type { TransferProgress } from './types.ts'
@@ -24,6 +26,11 @@ export interface BlobSource {
   label: string
   /** Stored bytes of whichever of these chunks the source has (unchecked: the caller checks). */
   fetch: (ids: string[], signal: AbortSignal) => Promise<Map<string, Buffer>>
+  /**
+   * Optional: the same, each chunk handed to `onBlob` as soon as its stored bytes are in (in
+   * pieces); resolves once the source has given all it will.
+   */
+  stream?: (ids: string[], signal: AbortSignal, onBlob: (id: string, pieces: Buffer[]) => void) => Promise<void>
 }
 
 export interface SegmentRouting {
@@ -38,14 +45,27 @@ export interface FetchOptions {
   rounds?: number
   signal: AbortSignal
   logger: Logger
+  /**
+   * Keeps checked chunks (writes them into the image, or the store), a batch at a time; every
+   * batch is kept before the fetch ends.
+   */
+  keep?: (chunks: Array<[id: string, chunk: CheckedBlob]>) => Promise<void>
+  /** Use sources' streams (default true); a fetch that must hand stored bytes on asks for whole ones. */
+  streaming?: boolean
 }
 
 const DEFAULT_ROUNDS = 3
-const SEGMENT_BYTES = 8 * 1024 * 1024
+/**
+ * Streamed chunks are kept in batches of about this many bytes: one vectored write per batch
+ * rather than one per chunk (each write wakes a thread of libuv's pool, which on a busy machine
+ * preempts the event loop that is reading the network).
+ */
+const KEEP_BATCH_BYTES = 4 * 1024 * 1024
+const SEGMENT_BYTES = 16 * 1024 * 1024
 
 /**
  * The manifest's segments: packed chunks in pack order, grouped while they stay in one pack and
- * under about 8 MiB; a chunk stored as its own object is a segment alone.
+ * under about 16 MiB; a chunk stored as its own object is a segment alone.
  */
 export function segmentsOf (manifest: BundleManifest, maxStored = SEGMENT_BYTES): Segment[] {
   const packed: Array<{ id: string, pack: string, offset: number, stored: number }> = []
@@ -69,19 +89,14 @@ export function segmentsOf (manifest: BundleManifest, maxStored = SEGMENT_BYTES)
   return segments
 }
 
-/** A fetched chunk: checked plain bytes, and the stored form it came in (to keep or pass on). */
-export interface FetchedChunk {
-  plain: Buffer
-  stored: Buffer
-}
-
 /**
- * Fetches `wanted` chunks of a segment; resolves with each one's plain and stored bytes, every
- * one checked against its id. Throws once a chunk failed every source in every round.
+ * Fetches `wanted` chunks of a segment; resolves with each one checked against its id (its plain
+ * bytes, and its stored form when that came whole) once every one was kept. Throws once a chunk
+ * failed every source in every round.
  */
-export async function fetchSegment (segment: Segment, wanted: string[], manifest: BundleManifest, routing: SegmentRouting, counters: FetchCounters, options: FetchOptions): Promise<Map<string, FetchedChunk>> {
+export async function fetchSegment (segment: Segment, wanted: string[], manifest: BundleManifest, routing: SegmentRouting, counters: FetchCounters, options: FetchOptions): Promise<Map<string, CheckedBlob>> {
   const rounds = options.rounds ?? DEFAULT_ROUNDS
-  const plain = new Map<string, FetchedChunk>()
+  const got = new Map<string, CheckedBlob>()
   const remaining = new Set(wanted)
   let lastError: unknown
   let corrupt = false
@@ -89,31 +104,64 @@ export async function fetchSegment (segment: Segment, wanted: string[], manifest
     for (const source of routing.sources(segment, round)) {
       options.signal.throwIfAborted()
       if (remaining.size === 0) break
-      let got: Map<string, Buffer>
-      try {
-        got = await source.fetch([...remaining], options.signal)
-      } catch (err) {
-        if (options.signal.aborted) throw err
-        lastError = err
-        options.logger.debug({ segment: segment.key, source: source.label, err: (err as Error).message }, 'chunk source failed; trying the next')
-        continue
+      const checking: Array<Promise<void>> = []
+      const keeping: Array<Promise<void>> = []
+      let batch: Array<[string, CheckedBlob]> = []
+      let batchBytes = 0
+      const keepBatch = (): void => {
+        if (batch.length === 0 || options.keep == null) return
+        keeping.push(options.keep(batch))
+        batch = []
+        batchBytes = 0
       }
-      // Check and keep the chunks in parallel: decompression runs in libuv's pool.
-      await Promise.all([...got].filter(([id]) => remaining.has(id)).map(async ([id, stored]) => {
+      // Checks one chunk from this source and queues it to be kept; a corrupt one stays wanted.
+      const arrived = async (id: string, pieces: Buffer[]): Promise<void> => {
+        if (!remaining.has(id)) return
+        remaining.delete(id)
+        let chunk: CheckedBlob
         try {
-          const bytes = await decodeBlob(id, stored, manifest.blobs[id].size)
-          plain.set(id, { plain: bytes, stored })
-          remaining.delete(id)
-          if (source.kind === 'peer') counters.bytesFromPeers += stored.length
-          else counters.bytesFromProvider += stored.length
+          chunk = await checkBlob(id, pieces, manifest.blobs[id].size)
         } catch (err) {
+          remaining.add(id)
           if (!(err instanceof ChunkCorruptError)) throw err
           corrupt = true
           lastError = err
           counters.corruptChunks++
           options.logger.warn({ chunk: id, source: source.label }, 'a fetched chunk was corrupt; fetching it again')
+          return
         }
-      }))
+        const bytes = pieces.reduce((n, p) => n + p.length, 0)
+        if (source.kind === 'peer') counters.bytesFromPeers += bytes
+        else counters.bytesFromProvider += bytes
+        got.set(id, chunk)
+        batch.push([id, chunk])
+        batchBytes += chunk.plain.reduce((n, p) => n + p.length, 0)
+        if (batchBytes >= KEEP_BATCH_BYTES) keepBatch()
+      }
+      let sourceError: unknown
+      try {
+        if (source.stream != null && options.streaming !== false) {
+          await source.stream([...remaining], options.signal, (id, pieces) => { checking.push(arrived(id, pieces)) })
+        } else {
+          const fetched = await source.fetch([...remaining], options.signal)
+          // Decompression runs in libuv's pool: checked in parallel.
+          for (const [id, stored] of fetched) checking.push(arrived(id, [stored]))
+        }
+      } catch (err) {
+        sourceError = err ?? new Error('chunk source failed')
+      }
+      // What arrived before a failure is kept all the same. A failure to keep (the disk) is not
+      // the source's fault: it ends the fetch.
+      const checked = await Promise.allSettled(checking)
+      keepBatch()
+      const kept = await Promise.allSettled(keeping)
+      const failed = [...checked, ...kept].find((k): k is PromiseRejectedResult => k.status === 'rejected')
+      if (failed != null) throw failed.reason
+      if (sourceError != null) {
+        if (options.signal.aborted) throw sourceError
+        lastError = sourceError
+        options.logger.debug({ segment: segment.key, source: source.label, err: (sourceError as Error).message }, 'chunk source failed; trying the next')
+      }
     }
     if (remaining.size > 0 && round < rounds - 1) await new Promise(resolve => setTimeout(resolve, 100 * (round + 1)))
   }
@@ -122,7 +170,7 @@ export async function fetchSegment (segment: Segment, wanted: string[], manifest
     if (corrupt) throw new ChunkCorruptError(`chunk ${id.slice(0, 12)}… was corrupt at every source, ${rounds} times; the stored image is damaged: push this version again`, { chunk: id })
     throw new ChunkNotFoundError(`chunk ${id.slice(0, 12)}… could not be fetched from any source after ${rounds} rounds${lastError != null ? `: ${(lastError as Error).message}` : ''}`, { chunk: id })
   }
-  return plain
+  return got
 }
 
 /** Fills progress's chunk and byte totals from what is held already; returns what is not. */

@@ -18,6 +18,19 @@ export const STAGING_PREFIX = '.unpacking-'
 
 /** Up to this many files are kept open while chunks arrive; bundles with more open per write. */
 const MAX_OPEN_FILES = 256
+/** Buffers in one vectored write (Linux takes up to 1024). */
+const MAX_IOV = 512
+
+/** What is left of `pieces` after their first `skip` bytes. */
+function rest (pieces: Buffer[], skip: number): Buffer[] {
+  const out: Buffer[] = []
+  for (const p of pieces) {
+    if (skip >= p.length) { skip -= p.length; continue }
+    out.push(skip > 0 ? p.subarray(skip) : p)
+    skip = 0
+  }
+  return out
+}
 
 export class BundleWriter {
   readonly manifest: BundleManifest
@@ -30,6 +43,9 @@ export class BundleWriter {
   private readonly placed = new Set<string>()
   private readonly placing = new Set<string>()
   private journalHandle?: Promise<FileHandle>
+  /** Placed ids waiting for their journal line, and the write under way. */
+  private unjournalled: string[] = []
+  private journalling?: Promise<void>
   private bytes = 0
 
   /** Present for a resumable writer: one placed chunk id per line. */
@@ -143,32 +159,94 @@ export class BundleWriter {
 
   /** Writes a chunk's plain bytes wherever the bundle uses it (once; later calls are no-ops). */
   async place (id: string, plain: Buffer): Promise<void> {
-    const refs = this.refs.get(id)
-    if (refs == null || this.placed.has(id) || this.placing.has(id)) return
-    this.placing.add(id)
+    await this.placeAll([[id, plain]])
+  }
+
+  /**
+   * Writes chunks wherever the bundle uses them (each once; placed ones are skipped). A chunk may
+   * come in pieces (as the network delivered it); chunks that follow each other in a file go down
+   * in one vectored write, and journal lines are written in batches.
+   */
+  async placeAll (chunks: Iterable<[id: string, plain: Buffer | Buffer[]]>): Promise<void> {
+    const mine: string[] = []
+    const writes: Array<{ file: number, offset: number, data: Buffer[], bytes: number }> = []
+    for (const [id, plain] of chunks) {
+      const refs = this.refs.get(id)
+      if (refs == null || this.placed.has(id) || this.placing.has(id)) continue
+      this.placing.add(id)
+      mine.push(id)
+      const data = Array.isArray(plain) ? plain : [plain]
+      const bytes = data.reduce((n, p) => n + p.length, 0)
+      for (const { file, offset } of refs) writes.push({ file, offset, data, bytes })
+    }
+    if (mine.length === 0) return
     try {
-      for (const { file, offset } of refs) {
-        let handle = this.handles.get(file)
-        const own = handle == null
-        if (handle == null) handle = await open(this.files[file], 'r+')
-        try {
-          let done = 0
-          while (done < plain.length) done += (await handle.write(plain, done, plain.length - done, offset + done)).bytesWritten
-        } finally {
-          if (own) await handle.close()
-        }
-        this.bytes += plain.length
+      writes.sort((a, b) => a.file - b.file || a.offset - b.offset)
+      const runs: Array<{ file: number, offset: number, data: Buffer[], bytes: number }> = []
+      for (const w of writes) {
+        const last = runs[runs.length - 1]
+        if (last != null && last.file === w.file && last.offset + last.bytes === w.offset && last.data.length + w.data.length <= MAX_IOV) {
+          last.data.push(...w.data)
+          last.bytes += w.bytes
+        } else runs.push({ file: w.file, offset: w.offset, data: [...w.data], bytes: w.bytes })
       }
+      await Promise.all(runs.map(async run => await this.writeRun(run.file, run.offset, run.data, run.bytes)))
+      for (const id of mine) this.placed.add(id)
       // Journalled only once written, so a restart never trusts a chunk it did not write.
       if (this.journal != null) {
-        // One handle, opened once: concurrent placements share the promise.
-        this.journalHandle ??= open(this.journal, 'a')
-        await (await this.journalHandle).write(`${id}\n`)
+        this.unjournalled.push(...mine)
+        this.journalSoon()
       }
-      this.placed.add(id)
     } finally {
-      this.placing.delete(id)
+      for (const id of mine) this.placing.delete(id)
     }
+  }
+
+  private journalSoon (): void {
+    this.journalling ??= this.writeJournal().finally(() => {
+      this.journalling = undefined
+      // Ids that came in as the last write finished.
+      if (this.unjournalled.length > 0) this.journalSoon()
+    })
+  }
+
+  /**
+   * Appends placed ids to the journal, as many as are waiting in each write. A line lost to a
+   * failed write only means that chunk is fetched again if the pull has to resume.
+   */
+  private async writeJournal (): Promise<void> {
+    // Bounded: each pass takes everything waiting; placements stop once the pull ends.
+    for (let pass = 0; pass < 1_000_000 && this.unjournalled.length > 0; pass++) {
+      const ids = this.unjournalled
+      this.unjournalled = []
+      try {
+        // One handle, opened once.
+        this.journalHandle ??= open(this.journal as string, 'a')
+        await (await this.journalHandle).write(ids.join('\n') + '\n')
+      } catch {
+        return
+      }
+    }
+  }
+
+  private async writeRun (file: number, offset: number, data: Buffer[], bytes: number): Promise<void> {
+    let handle = this.handles.get(file)
+    const own = handle == null
+    if (handle == null) handle = await open(this.files[file], 'r+')
+    try {
+      let done = 0
+      let pieces = data
+      // Bounded: every pass writes at least one byte or throws.
+      while (done < bytes) {
+        const { bytesWritten } = await handle.writev(pieces, offset + done)
+        if (bytesWritten <= 0) throw new Error(`writing ${this.files[file]} made no progress`)
+        done += bytesWritten
+        if (done < bytes) pieces = rest(data, done)
+      }
+    } finally {
+      if (own) await handle.close()
+    }
+    this.bytes += bytes
   }
 
   /**
@@ -227,6 +305,8 @@ export class BundleWriter {
   }
 
   private async closeAll (): Promise<void> {
+    // Bounded: each wait ends a write, and nothing is placed once the pull stops.
+    for (let i = 0; i < 100 && this.journalling != null; i++) await this.journalling
     for (const handle of this.handles.values()) await handle.close().catch(() => {})
     this.handles.clear()
     const journal = this.journalHandle

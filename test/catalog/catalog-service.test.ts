@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { CatalogFixture, counting, makeImage, users } from './fixture.ts'
 import type { CatalogService } from '../../src/catalog/catalog-service.ts'
 import { packKey, fetchBlobsOf } from './pack-helpers.ts'
+import { segmentsOf } from '../../src/catalog/transfer.ts'
 import {
   CatalogAccessDeniedError, CatalogVersionExistsError, ImageRevokedError, ChunkCorruptError, CatalogVersionNotFoundError, CacheFullError
 } from '../../src/catalog/errors.ts'
@@ -110,6 +111,34 @@ test('a corrupt chunk from the provider is detected and fetched again; one corru
   provider.corruptInPack.push({ pack: victim.pack!, offset: victim.offset!, stored: victim.stored, times: 100 })
   await assert.rejects(c.pull('guest', { user: users.ci }), (err: Error) => err instanceof ChunkCorruptError && /push this version again/.test(err.message))
   assert.deepEqual(c.localImages(), [])
+})
+
+test('a provider that streams: chunks cut across pieces unpack byte for byte, a corrupt one is fetched again, and a stream cut midway keeps the chunks it completed', async () => {
+  const a = await fx.service('a', { cacheOnPush: false })
+  const folder = await pushGuest(a, '1.0', 5, 400_000)
+  const version = a.show('guest').versions[0]
+  const manifest = await a.manifestOf(version)
+  const first = segmentsOf(manifest, 64 * 1024)[0]
+  const provider = counting(fx.provider!)
+  // Odd-sized pieces: most chunks start and end inside one.
+  provider.pieceBytes = 1000
+  // Its last chunk: corrupt in the read that is cut before it (no harm), and in the next one.
+  const victim = manifest.blobs[first.ids.at(-1)!]
+  provider.corruptInPack.push({ pack: victim.pack!, offset: victim.offset!, stored: victim.stored, times: 2 })
+  provider.cutStreamAfter = 30_000
+  const b = await fx.service('b', { providers: { folder: provider }, concurrency: 1 })
+  const job = b.startPull('guest', users.ci)
+  await b.waitForJob(job.id)
+  assert.equal(job.state, 'done', job.error?.message)
+  assert.ok((await readFile(join((job.result as { path: string }).path, 'base.qcow2'))).equals(await readFile(join(folder, 'base.qcow2'))))
+  assert.equal(job.progress.corruptChunks, 1)
+  // The first segment's read was cut after 30 000 bytes: the chunks that had fully arrived by then
+  // were kept; the rest of that segment, and the corrupt chunk, were read again.
+  const start = manifest.blobs[first.ids[0]].offset!
+  const completed = first.ids.filter(id => manifest.blobs[id].offset! + manifest.blobs[id].stored - start <= 30_000)
+  assert.ok(completed.length > 0, 'the cut falls after the first chunk')
+  const kept = completed.reduce((n, id) => n + manifest.blobs[id].stored, 0)
+  assert.equal(provider.chunkBytes, version.storedSize + (first.stored - kept) + victim.stored)
 })
 
 test('a chunk that goes bad in the local cache before unpacking is fetched again', async () => {

@@ -46,6 +46,10 @@ export interface Counting extends StorageProvider {
   corruptInPack: Array<{ pack: string, offset: number, stored: number, times: number }>
   /** Fails every read after this many (to interrupt a pull); undefined: never. */
   failAfter?: number
+  /** Streamed ranges come in pieces of this many bytes (default: one piece). */
+  pieceBytes?: number
+  /** A streamed range stops with an error after this many bytes (a connection cut midway), once. */
+  cutStreamAfter?: number
 }
 
 /** Wraps a provider: counts reads, corrupts or fails them on demand. */
@@ -88,6 +92,18 @@ export function counting (inner: StorageProvider): Counting {
         }
       }
       return out
+    },
+    // What a streaming provider does: the same bytes (counted, corrupted as above), in pieces.
+    getRangeStream: async function * (key, start, end, options) {
+      const data = await wrapper.getRange(key, start, end, options)
+      const step = Math.max(1, wrapper.pieceBytes ?? data.length)
+      for (let at = 0; at < data.length; at += step) {
+        if (wrapper.cutStreamAfter != null && at + step > wrapper.cutStreamAfter) {
+          wrapper.cutStreamAfter = undefined
+          throw new Error('simulated connection reset')
+        }
+        yield data.subarray(at, at + step)
+      }
     }
   }
   return wrapper

@@ -1,8 +1,9 @@
 /**
  * The S3 provider (@aws-sdk/client-s3): AWS or any S3-compatible server (endpoint, region,
  * path-style addressing). Large objects go up as parallel multipart uploads; large downloads use
- * parallel ranged GETs (see transfer-file.ts). Credentials come from config, else the SDK's own
- * chain (environment, profile, instance role); they are never logged or put in messages.
+ * parallel ranged GETs (see download.ts); a pull reads ranges as streams (getRangeStream).
+ * Credentials come from config, else the SDK's own chain (environment, profile, instance role);
+ * they are never logged or put in messages.
  */
 import {
   AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CreateMultipartUploadCommand, DeleteObjectCommand, GetObjectCommand,
@@ -128,6 +129,27 @@ export function createS3Provider (init: S3ProviderInit): StorageProvider {
       } catch (err) {
         throw fail('get', key, err)
       }
+    },
+    async * getRangeStream (key, start, end, options) {
+      if (end <= start) return
+      let body: AsyncIterable<Uint8Array>
+      try {
+        const res = await client.send(new GetObjectCommand({ Bucket, Key: keyOf(key), Range: `bytes=${start}-${end - 1}` }), { abortSignal: options?.signal })
+        body = res.Body as AsyncIterable<Uint8Array>
+      } catch (err) {
+        throw fail('get', key, err)
+      }
+      let at = 0
+      try {
+        for await (const piece of body) {
+          at += piece.length
+          if (at > end - start) throw new Error(`the server sent more than the ${end - start} bytes asked for`)
+          yield Buffer.isBuffer(piece) ? piece : Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength)
+        }
+      } catch (err) {
+        throw fail('get', key, err)
+      }
+      if (at !== end - start) throw fail('get', key, new Error(`the server sent ${at} of the ${end - start} bytes asked for`))
     },
     async put (key, data, options) {
       try {

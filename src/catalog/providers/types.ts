@@ -26,6 +26,12 @@ export interface StorageProvider {
   get: (key: string, options?: ProviderCallOptions) => Promise<Buffer>
   /** Bytes [start, end) of the object. */
   getRange: (key: string, start: number, end: number, options?: ProviderCallOptions) => Promise<Buffer>
+  /**
+   * Optional: bytes [start, end) in the pieces they arrive in, so a reader can check and write
+   * them without gathering them into one buffer first. Throws (after what it gave) if the object
+   * ends early; ObjectNotFoundError before the first piece if it is absent.
+   */
+  getRangeStream?: (key: string, start: number, end: number, options?: ProviderCallOptions) => AsyncIterable<Buffer>
   /** Create or replace; readers never see a partial object. */
   put: (key: string, data: Buffer, options?: ProviderCallOptions) => Promise<void>
   /** Every object whose key starts with prefix (which ends in `/` or is empty). */
