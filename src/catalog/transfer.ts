@@ -144,7 +144,6 @@ export async function fetchSegment (segment: Segment, wanted: string[], manifest
           await source.stream([...remaining], options.signal, (id, pieces) => { checking.push(arrived(id, pieces)) })
         } else {
           const fetched = await source.fetch([...remaining], options.signal)
-          // Decompression runs in libuv's pool: checked in parallel.
           for (const [id, stored] of fetched) checking.push(arrived(id, [stored]))
         }
       } catch (err) {
