@@ -67,7 +67,8 @@ export class SchedulerService {
   /** By request id: hosts that refused it lately, and when. */
   private readonly refusals = new Map<string, Map<string, number>>()
   private timer?: NodeJS.Timeout
-  private readonly onMember = (): void => { if (this.queue.size > 0) this.drain() }
+  private nextPass?: Promise<void>
+  private readonly onMember = (): void => { if (this.queue.size > this.admitting.size) void this.drainSoon() }
   /**
    * A leader that loses the lease forgets its queue: the gateways keep every request and re-submit
    * it to the new leader, and a stale copy here would be placed a second time (or after its
@@ -115,10 +116,16 @@ export class SchedulerService {
     if (refused != null) return { outcome: 'rejected', ...refused }
     if (!this.admitting.has(pending.id)) {
       this.queue.set(pending.id, { ...pending })
-      this.drain()
+      await this.drainSoon()
     }
-    // A refused admission goes straight to the next host: follow it (bounded: each refusal rules a host out).
-    for (let round = 0; round < 64 && this.admitting.has(pending.id); round++) await this.admitting.get(pending.id)
+    // A refused admission goes to the next host in the next pass: follow it (bounded: each refusal
+    // rules a host out for this request).
+    for (let round = 0; round < 64; round++) {
+      const admission = this.admitting.get(pending.id)
+      if (admission != null) await admission
+      else if (this.queue.has(pending.id) && this.nextPass != null) await this.nextPass
+      else break
+    }
     const placed = this.placed.get(pending.id)
     if (placed != null) return { outcome: 'placed', ...placed }
     const rejected = this.rejected.get(pending.id)
@@ -129,6 +136,23 @@ export class SchedulerService {
 
   private position (id: string): number {
     return [...this.queue.values()].sort(queueOrder).findIndex(p => p.id === id) + 1
+  }
+
+  /**
+   * A pass right after the requests that arrive together (one I/O turn): under load one snapshot of
+   * the cluster serves many placements instead of one each.
+   */
+  private async drainSoon (): Promise<void> {
+    this.nextPass ??= new Promise<void>(resolve => setImmediate(() => {
+      this.nextPass = undefined
+      try {
+        this.drain()
+      } catch (err) {
+        this.c.logger.error({ err: (err as Error).message }, 'scheduling pass failed')
+      }
+      resolve()
+    }))
+    await this.nextPass
   }
 
   /** One pass over the queue: every request placed, sent for admission, held back or refused. */
@@ -256,7 +280,7 @@ export class SchedulerService {
       trimOldest(this.refusals, 10_000)
       this.c.logger.info({ vm: pending.id, host: candidate.name, err: (err as Error).message }, 'host refused the VM; trying the next')
       // The next pass, right away, tries the next host (this one is passed over for a moment).
-      if (this.queue.has(pending.id)) this.drain()
+      if (this.queue.has(pending.id)) void this.drainSoon()
     }
   }
 }
