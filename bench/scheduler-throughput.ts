@@ -200,6 +200,8 @@ try {
   const ids: string[] = []
   const lost: string[] = []
   const queued = new Set<string>()
+  /** Why requests were answered "queued" (the scheduler's reason), counted. */
+  const queuedWhy = new Map<string, number>()
   let next = 0
   const cpuBefore = await nodesCpu(nodes)
   const perNodeBefore = await Promise.all(nodes.map(async n => await cpuSeconds(n.child.pid as number)))
@@ -214,7 +216,11 @@ try {
       if (res instanceof Error) { lost.push(`${gateway.url}: ${res.message}`); continue }
       if (res.status !== 201) throw new Error(`POST /api/v1/vms through ${gateway.url}: ${res.status} ${JSON.stringify(res.body)}`)
       ids.push(res.body.id)
-      if (res.body.state === 'queued') queued.add(res.body.id)
+      if (res.body.state === 'queued') {
+        queued.add(res.body.id)
+        const why = String(res.body.stateReason ?? 'no reason').replace(/\(.*\)/, '(…)').slice(0, 90)
+        queuedWhy.set(why, (queuedWhy.get(why) ?? 0) + 1)
+      }
     }
   }))
   const answered = performance.now() - t0
@@ -243,6 +249,7 @@ try {
   const oneVm = await get(nodes[0]!.url, `/api/v1/vms/${ids[0]!}`, token)
 
   console.log(`  placements: ${ids.length} with ${concurrency} in flight in ${(elapsed / 1000).toFixed(2)} s = ${(ids.length / (elapsed / 1000)).toFixed(0)} placements/s (all answered after ${(answered / 1000).toFixed(2)} s, ${queuedAtAnswer} of them queued at first)${lost.length > 0 ? `; ${lost.length} requests lost to network errors, left out (first: ${lost[0]!})` : ''}`)
+  if (queuedWhy.size > 0) console.log(`  answered queued because: ${[...queuedWhy].sort((a, b) => b[1] - a[1]).map(([why, n]) => `${n}× ${why}`).join('; ')}`)
   console.log(`  CPU meanwhile: node processes ${(cpu / (elapsed / 1000)).toFixed(2)} cores in all, the leader ${(leaderCpu / (elapsed / 1000)).toFixed(2)} cores; machine has ${cpus().length} cores, load average ${loadavg()[0]!.toFixed(1)} (others' work included)`)
   const vmsOn = new Map(hosts.map(h => [h.name, h.vms.total]))
   const names = [...byName.entries()]
