@@ -53,6 +53,7 @@ describe('filters: every rejected host says why, with the numbers', () => {
     { what: 'image nowhere', request: { image: 'macos-15' }, host: host('a'), reasons: ['image macos-15 is neither cached nor pullable here'] },
     { what: 'image for another arch', request: { image: 'macos-15' }, host: host('a', { images: [macos] }), reasons: ['image macos-15 here is arm64, host is x86_64'] },
     { what: 'image is another os', request: { image: 'ubuntu', os: 'windows' }, host: host('a'), reasons: ['os windows wanted, image ubuntu here is linux'] },
+    { what: 'minimum host (total capacity, not what is free)', request: { image: 'ubuntu' }, host: host('a', { images: [{ ...ubuntu, minHost: { cpus: 16, memoryMiB: 8192, diskMiB: 1_000_000 } }] }), reasons: ['image ubuntu needs a host with at least 16 CPUs (host has 8), 1000000 MiB disk (host has 500000)'] },
     { what: 'cpus', request: { image: 'ubuntu', cpus: 4 }, host: host('a', { free: { cpus: 2, memoryMiB: 16_384, diskMiB: 500_000 } }), reasons: ['needs 4 CPUs, 2 free of 8'] },
     { what: 'memory (image default)', request: { image: 'ubuntu' }, host: host('a', { free: { cpus: 8, memoryMiB: 1024, diskMiB: 500_000 } }), reasons: ['needs 2048 MiB memory, 1024 MiB free of 16384'] },
     { what: 'disk (from the image)', request: { image: 'ubuntu' }, host: host('a', { free: { cpus: 8, memoryMiB: 16_384, diskMiB: 10_000 } }), reasons: ['needs 20000 MiB disk, 10000 MiB free of 500000'] },
@@ -175,6 +176,14 @@ describe('when nothing fits, the reason says what to do', () => {
   })
   test('only draining or suspect hosts match', () => {
     assert.match(unplaced({ image: 'ubuntu' }, [host('a', { draining: true }), host('b', { status: 'suspect' })]), /not taking VMs .*1 host not alive \(suspect or dead\); 1 host draining/)
+  })
+  test('smaller than the image\'s minimum host: add a bigger host, or fix the minimum', () => {
+    const big = { ...ubuntu, minHost: { cpus: 12, memoryMiB: 32_768 } }
+    const reason = unplaced({ image: 'ubuntu' }, [host('a', { images: [big] }), host('b', { images: [], pullable: [big], free: { cpus: 0, memoryMiB: 0, diskMiB: 0 } }), host('c', { status: 'dead', images: [big] })])
+    assert.match(reason, /ubuntu needs a host with at least 12 CPUs, 32768 MiB memory and no host that matches is that big \(the largest has 8 CPUs, 16384 MiB memory, 500000 MiB disk\): add a bigger host/)
+    assert.match(reason, /Of 3 hosts: 1 host not alive \(suspect or dead\); 3 hosts smaller than ubuntu's minimum host; 1 host with too few CPUs free/)
+    // A host big enough takes it, even when others that cache it are too small.
+    assert.equal(placed(place({ image: 'ubuntu' }, [host('a', { images: [big] }), host('big', { images: [], pullable: [big], capacity: { cpus: 16, memoryMiB: 65_536 } })])).host.name, 'big')
   })
   test('nothing matches: a tally of every filter', () => {
     const reason = unplaced({ image: 'macos-15', arch: 'arm64' }, [host('a'), host('b')])

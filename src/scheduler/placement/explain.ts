@@ -1,11 +1,13 @@
 /** Turns every host's failures into one sentence a user can act on when nothing fits. */
 import type { CheckName, Failure, SimulatedRule } from './feasibility.ts'
-import type { PlacementHost, PlacementRequest, Resources } from './types.ts'
+import type { MinHost, PlacementHost, PlacementImage, PlacementRequest, Resources } from './types.ts'
 
 export interface HostVerdict {
   host: PlacementHost
   failures: readonly Failure[]
   need: Partial<Resources>
+  /** The image as this host knows it, if at all. */
+  image?: PlacementImage
 }
 
 function hosts (n: number): string {
@@ -30,10 +32,19 @@ function tally (check: CheckName, n: number, request: PlacementRequest, rule: Si
     case 'image': return `${hosts(n)} that neither cache nor can pull ${request.image}`
     case 'imageArch': return `${hosts(n)} with ${request.image} only for another arch`
     case 'os': return `${hosts(n)} where ${request.image} is not ${request.os ?? ''}`
+    case 'minHost': return `${hosts(n)} smaller than ${request.image}'s minimum host`
     case 'cpus': return `${hosts(n)} with too few CPUs free`
     case 'memory': return `${hosts(n)} with too little memory free`
     case 'disk': return `${hosts(n)} with too little disk free`
   }
+}
+
+function minHostText (min: MinHost): string {
+  const parts: string[] = []
+  if (min.cpus != null) parts.push(`${min.cpus} CPUs`)
+  if (min.memoryMiB != null) parts.push(`${min.memoryMiB} MiB memory`)
+  if (min.diskMiB != null) parts.push(`${min.diskMiB} MiB disk`)
+  return parts.join(', ')
 }
 
 function fitsWhenEmpty (verdict: HostVerdict): boolean {
@@ -48,6 +59,8 @@ export function explainUnplaced (request: PlacementRequest, verdicts: readonly H
   const onlyKinds = (kinds: string[]) => verdicts.filter(v => v.failures.every(f => kinds.includes(f.kind)))
   const roomless = onlyKinds(['capacity'])
   const idle = onlyKinds(['state', 'capacity']).filter(v => v.failures.some(f => f.kind === 'state'))
+  // Hosts that would do but for their size: the image's minimum host is the one thing in the way.
+  const tooSmall = verdicts.filter(v => v.failures.some(f => f.check === 'minHost') && v.failures.every(f => f.check === 'minHost' || f.kind !== 'constraint'))
 
   let lead: string
   if (roomless.some(fitsWhenEmpty)) {
@@ -57,6 +70,10 @@ export function explainUnplaced (request: PlacementRequest, verdicts: readonly H
     lead = `the request is bigger than any matching host (the largest has ${largest.capacity.cpus} CPUs, ${largest.capacity.memoryMiB} MiB memory, ${largest.capacity.diskMiB} MiB disk in all): ask for less`
   } else if (idle.length > 0) {
     lead = `the only hosts that match are not taking VMs (draining, suspect or dead): wait for them or undrain one`
+  } else if (tooSmall.length > 0) {
+    const min = tooSmall.find(v => v.image?.minHost != null)?.image?.minHost ?? {}
+    const largest = tooSmall.reduce((best, v) => v.host.capacity.cpus + v.host.capacity.memoryMiB / 1024 > best.capacity.cpus + best.capacity.memoryMiB / 1024 ? v.host : best, tooSmall[0].host)
+    lead = `${request.image} needs a host with at least ${minHostText(min)} and no host that matches is that big (the largest has ${largest.capacity.cpus} CPUs, ${largest.capacity.memoryMiB} MiB memory, ${largest.capacity.diskMiB} MiB disk): add a bigger host, or lower the image's minimum host if it is wrong (PUT /api/v1/catalog/{id})`
   } else {
     lead = 'no host matches the request: change the request (image, arch, os, driver, labels) or add a host that matches'
   }

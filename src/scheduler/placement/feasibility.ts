@@ -27,7 +27,7 @@ export type CheckKind = 'state' | 'constraint' | 'capacity'
 
 export type CheckName =
   | 'status' | 'draining' | 'driver' | 'simulated' | 'arch' | 'labels' | 'labelsNot'
-  | 'image' | 'imageArch' | 'os' | 'cpus' | 'memory' | 'disk'
+  | 'image' | 'imageArch' | 'os' | 'minHost' | 'cpus' | 'memory' | 'disk'
 
 export interface FeasibilityChecker {
   name: CheckName
@@ -99,6 +99,20 @@ export function osMatches ({ request, image }: HostContext): string | undefined 
   return `os ${request.os} wanted, image ${image.name} here is ${image.os}`
 }
 
+/**
+ * An image's minimum host (its catalog version's) against the host's total capacity: a host
+ * smaller than that never runs it, however empty.
+ */
+export function hostBigEnough ({ host, image }: HostContext): string | undefined {
+  const min = image?.minHost
+  if (min == null) return undefined
+  const short: string[] = []
+  if (min.cpus != null && host.capacity.cpus < min.cpus) short.push(`${min.cpus} CPUs (host has ${host.capacity.cpus})`)
+  if (min.memoryMiB != null && host.capacity.memoryMiB < min.memoryMiB) short.push(`${min.memoryMiB} MiB memory (host has ${host.capacity.memoryMiB})`)
+  if (min.diskMiB != null && host.capacity.diskMiB < min.diskMiB) short.push(`${min.diskMiB} MiB disk (host has ${host.capacity.diskMiB})`)
+  return short.length === 0 ? undefined : `image ${image?.name ?? ''} needs a host with at least ${short.join(', ')}`
+}
+
 export function cpusFit ({ host, need }: HostContext): string | undefined {
   if (need.cpus == null || need.cpus <= host.free.cpus) return undefined
   return `needs ${need.cpus} CPUs, ${host.free.cpus} free of ${host.capacity.cpus}`
@@ -129,6 +143,7 @@ export const feasibilityCheckers: readonly FeasibilityChecker[] = [
   { name: 'image', kind: 'constraint', check: imageAvailable },
   { name: 'imageArch', kind: 'constraint', check: imageArchMatches },
   { name: 'os', kind: 'constraint', check: osMatches },
+  { name: 'minHost', kind: 'constraint', check: hostBigEnough },
   // Does it have room now?
   { name: 'cpus', kind: 'capacity', check: cpusFit },
   { name: 'memory', kind: 'capacity', check: memoryFits },

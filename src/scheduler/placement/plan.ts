@@ -30,7 +30,7 @@ export function place (request: PlacementRequest, hosts: readonly PlacementHost[
     const need = resolveResources(request, found?.image)
     const failures = checkHost({ request, host, image: found?.image, need, simulated: rule })
     if (failures.length > 0 || found == null) {
-      verdicts.push({ host, failures, need })
+      verdicts.push({ host, failures, need, image: found?.image })
       continue
     }
     // Passing every filter means the image was found, so every resource is known.

@@ -36,6 +36,15 @@ export interface PlacementImage {
   defaultMemoryMiB: number
   /** Disk a clone of it reserves on the host. */
   diskMiB: number
+  /** The smallest host it may run on, in total capacity (a catalog version's minimum host). */
+  minHost?: MinHost
+}
+
+/** Least total capacity a host must have, whatever is free on it now. */
+export interface MinHost {
+  cpus?: number
+  memoryMiB?: number
+  diskMiB?: number
 }
 
 export type HostStatus = 'alive' | 'suspect' | 'dead'
