@@ -5,7 +5,7 @@
  * and pipes. Every connection is tracked per VM, so a VM that stops or goes away takes its
  * connections with it instead of leaving them hanging.
  */
-import { connect as tcpConnect, type Socket } from 'node:net'
+import { connect as tcpConnect, type OnReadOpts, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { CorralError } from '../errors.ts'
@@ -105,11 +105,13 @@ export class Dialer {
   /**
    * A byte stream to the VM port, wherever the VM runs. Throws typed errors (see errors.ts).
    * `spliced`: the caller only splices it (never reads 'data'), so a local connection may read
-   * through FastRead.
+   * through FastRead. `onread`: a local connection reads into this buffer and calls back instead
+   * of emitting 'data' (a connection through a tunnel still emits 'data').
    */
-  async dial (target: ProxyTarget, info: ConnectionInfo, options: { spliced?: boolean } = {}): Promise<Duplex> {
+  async dial (target: ProxyTarget, info: ConnectionInfo, options: { spliced?: boolean, onread?: OnReadOpts } = {}): Promise<Duplex> {
     const where = await this.locate(target.vm)
-    const stream = where.local ? await this.dialLocal(target, options.spliced === true) : await this.dialRemote(where, target, info)
+    const read = options.spliced === true ? 'fast' : options.onread
+    const stream = where.local ? await this.dialLocal(target, read) : await this.dialRemote(where, target, info)
     this.track(target.vm, stream)
     return stream
   }
@@ -152,7 +154,7 @@ export class Dialer {
   }
 
   /** To a VM on this node: its port forward on loopback, made on first use. */
-  private async dialLocal (target: ProxyTarget, spliced: boolean): Promise<Socket> {
+  private async dialLocal (target: ProxyTarget, read: 'fast' | OnReadOpts | undefined): Promise<Socket> {
     const vm = await this.c.vms.get(target.vm)
     if (vm.state !== 'running') throw notRunning(target, vm.state)
     const key = `${target.vm}:${target.port}`
@@ -164,7 +166,7 @@ export class Dialer {
     }
     const { hostAddress, hostPort } = await forward
     try {
-      return await connectTcp(hostAddress, hostPort, this.init.connectTimeoutMs, spliced)
+      return await connectTcp(hostAddress, hostPort, this.init.connectTimeoutMs, read)
     } catch (err) {
       this.forwards.delete(key)
       // A refused connection right after the VM stopped should say that, not "nothing listens".
@@ -224,7 +226,7 @@ export class Dialer {
     try {
       const where = await this.locate(target.vm)
       if (!where.local) throw new ProxyHostUnavailableError(`VM ${target.vm} is no longer on this host (it is on ${where.nodeName}); retry`, { vm: target.vm })
-      upstream = await this.dialLocal(target, true)
+      upstream = await this.dialLocal(target, 'fast')
     } catch (err) {
       const e = err as CorralError
       const reply: TunnelReply = { ok: false, error: { name: e.name ?? 'Error', message: e.message ?? String(err), details: e.details } }
@@ -248,10 +250,10 @@ function notRunning (target: ProxyTarget, state: string): ProxyVmNotRunningError
 }
 
 /** A TCP connection with a bounded wait; half-open allowed so each side's end is passed on. */
-async function connectTcp (host: string, port: number, timeoutMs: number, fast: boolean): Promise<Socket> {
+async function connectTcp (host: string, port: number, timeoutMs: number, read: 'fast' | OnReadOpts | undefined): Promise<Socket> {
   return await new Promise<Socket>((resolve, reject) => {
     const options = { host, port, allowHalfOpen: true, noDelay: true }
-    const socket = fast ? new FastRead(options).socket : tcpConnect(options)
+    const socket = read === 'fast' ? new FastRead(options).socket : tcpConnect(read != null ? { ...options, onread: read } : options)
     const timer = setTimeout(() => {
       socket.destroy()
       reject(new ProxyUpstreamTimeoutError(`no connection to ${host}:${port} within ${timeoutMs} ms`))

@@ -4,7 +4,7 @@
  * response parser (Node's llhttp), kept alive and reused per VM port, newest first. A VM that
  * stops has its connections cut by the dialer, which drops them from here too.
  */
-import type { Duplex, Writable } from 'node:stream'
+import type { Duplex } from 'node:stream'
 import { DEFAULTS } from './constants.ts'
 import type { Dialer } from './dialer.ts'
 import { CONTINUE, SKIP_BODY, type Llhttp, type LlhttpParser } from './llhttp.ts'
@@ -12,14 +12,14 @@ import type { ConnectionInfo, ProxyTarget } from './types.ts'
 
 /** Who gets the answer to the request in flight on a connection. */
 export interface ResponseSink {
-  /** Where the answer is written (corked while one read of the VM's bytes is handled). */
-  readonly socket: Writable
   head: (status: number, message: string, rawHeaders: string[]) => void
   body: (chunk: Buffer) => void
   /** The answer is complete. */
   end: () => void
   /** The connection failed or closed before the answer was complete. */
   fail: (err: Error) => void
+  /** One read of the VM's bytes has been handled: what it made may go out now, in one write. */
+  flush: () => void
 }
 
 export class UpstreamConnection {
@@ -109,16 +109,16 @@ export class UpstreamConnection {
     this.pool.forget(this)
   }
 
-  private readonly onData = (chunk: Buffer): void => {
+  /** Bytes from the VM: 'data' of a tunnel, or a local connection's read into the pool's buffer. */
+  readonly onData = (chunk: Buffer): void => {
     const sink = this.sink
     if (sink == null) {
       // Bytes nobody asked for on an idle connection: it is not HTTP we can follow.
       this.destroy()
       return
     }
-    sink.socket.cork()
     const result = this.parser.execute(chunk)
-    sink.socket.uncork()
+    sink.flush()
     if (typeof result !== 'number') this.fail(new Error(`the VM answered with malformed HTTP (${result.code})`))
   }
 
@@ -152,6 +152,11 @@ export class UpstreamPool {
   private readonly llhttp: Llhttp
   private readonly idle = new Map<string, UpstreamConnection[]>()
   private sweeper: NodeJS.Timeout | undefined
+  /**
+   * Local connections read into this one buffer instead of a new one per read (no allocation,
+   * no stream machinery): each read is parsed at once, and the parser copies what it keeps.
+   */
+  private readonly readBuffer = Buffer.allocUnsafe(64 * 1024)
 
   constructor (dialer: Dialer, llhttp: Llhttp) {
     this.dialer = dialer
@@ -169,8 +174,21 @@ export class UpstreamPool {
 
   /** A new connection to the VM port (typed errors as Dialer.dial). */
   async connect (target: ProxyTarget, info: ConnectionInfo): Promise<UpstreamConnection> {
-    const stream = await this.dialer.dial(target, info)
-    return new UpstreamConnection(this, keyOf(target), stream, this.llhttp)
+    let conn: UpstreamConnection | undefined
+    let early = false
+    const callback = (n: number, buffer: Uint8Array): boolean => {
+      if (conn == null) {
+        // The VM spoke before it was asked: not HTTP we can follow.
+        early = true
+        return false
+      }
+      conn.onData((buffer as Buffer).subarray(0, n))
+      return true
+    }
+    const stream = await this.dialer.dial(target, info, { onread: { buffer: this.readBuffer, callback } })
+    conn = new UpstreamConnection(this, keyOf(target), stream, this.llhttp)
+    if (early) conn.destroy()
+    return conn
   }
 
   /** Back to the pool after a complete exchange (closed instead when the pool is full). */
