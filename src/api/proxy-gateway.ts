@@ -147,6 +147,8 @@ export function createProxyGateway (components: ApiComponents, proxy: ProxyServi
   function gateFor (server: Server, nodeConnection: (socket: Socket) => void): Http1Gate {
     return {
       admit: (head: RequestHead, target: HttpTarget, socket: Socket) => {
+        const client = socket.remoteAddress
+        if (proxy.isPublic(target, 'http')) return { subject: PUBLIC.subject, client, via: 'http' }
         // A signed URL's first visit sets its cookie: Node's path does that.
         if (signedParam(head.url) != null) return null
         const admission = admit({
@@ -154,7 +156,6 @@ export function createProxyGateway (components: ApiComponents, proxy: ProxyServi
           headers: { authorization: head.header('authorization'), 'x-api-key': head.header('x-api-key'), cookie: head.header('cookie') },
           encrypted: false
         }, target)
-        const client = socket.remoteAddress
         if (admission instanceof Promise) return admission.then(a => ({ subject: a.subject, client, via: 'http', credentialHeader: a.credentialHeader }))
         return { subject: admission.subject, client, via: 'http', credentialHeader: admission.credentialHeader }
       },
@@ -173,6 +174,7 @@ export function createProxyGateway (components: ApiComponents, proxy: ProxyServi
       },
       done: ({ head, target, subject, status, ms }) => {
         // The access-log line the API writes for every request (server.ts), for this path.
+        if (!accessLog.isLevelEnabled('info')) return
         accessLog.info({ method: head.method, path: pathOf(head.url), status, ms: round(ms), subject, proxy: { vm: target.vm, port: target.port } }, 'request')
       }
     }
