@@ -3,7 +3,9 @@
  * API server with the proxy mounted exactly as `corral node` mounts it, and one VM
  * (BENCH_VM) whose guest port is an upstream server the bench starts (BENCH_UPSTREAM=host:port).
  * Role a runs the VM; role b reaches it from another node (BENCH_BOOTSTRAP = a's multiaddr), over
- * a direct TLS tunnel, or over libp2p streams with BENCH_TUNNEL=off.
+ * a direct TLS tunnel, or over libp2p streams with BENCH_TUNNEL=off. BENCH_FAST_HTTP=off: proxied
+ * HTTP on Node's HTTP stack only; BENCH_LOG=info: the access log on stderr, as a node writes it;
+ * BENCH_TCP_FROM: first port of its TCP route range (42000).
  * Prints one JSON line when ready: { api, tcp, peerId, multiaddrs, routes }.
  *
  *   BENCH_ROLE=a BENCH_UPSTREAM=127.0.0.1:18080 BENCH_KEY=<cluster key> node bench/proxy-harness.ts
@@ -12,9 +14,9 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { pino } from 'pino'
 import { createApiServer } from '../src/api/index.ts'
 import { createAuthService } from '../src/auth/index.ts'
+import { createLogger } from '../src/cli/logger.ts'
 import { LocalImages } from '../src/catalog/index.ts'
 import { createSimDriver } from '../src/drivers/sim/index.ts'
 import { createMeshNode, generateClusterKey } from '../src/node/index.ts'
@@ -50,7 +52,8 @@ if (role === 'upstream') {
 const [upHost, upPort] = (process.env.BENCH_UPSTREAM ?? '127.0.0.1:18080').split(':')
 const clusterKey = process.env.BENCH_KEY ?? generateClusterKey()
 const ownerPeer = process.env.BENCH_OWNER ?? ''
-const logger = pino({ level: process.env.BENCH_LOG ?? 'warn' })
+// Logged as `corral node` logs (JSON lines on stderr); at the default level warn, no access log.
+const logger = createLogger(process.env.BENCH_LOG ?? 'warn', 'json', process.stderr)
 const clock = Date.now
 const dataDir = await mkdtemp(join(tmpdir(), `corral-bench-proxy-${role}-`))
 const store = new MemoryStore()
@@ -89,13 +92,16 @@ const vms: VmDirectory = {
 }
 const proxy = createProxyService({ vms, mesh, logger, clock }, {
   clusterDomain: '',
-  tcpPortRange: { from: 42000, to: 42099 },
+  // Several role-a processes side by side (the HTTP bench's variants) each take their own range.
+  tcpPortRange: { from: Number(process.env.BENCH_TCP_FROM ?? 42000), to: Number(process.env.BENCH_TCP_FROM ?? 42000) + 99 },
   tcpListenHost: role === 'a' ? '127.0.0.1' : '::1',
   connectTimeoutMs: 10_000,
   signingKey: grantKeyFromClusterKey(clusterKey),
   signedUrlMaxSeconds: 3600,
   // BENCH_TUNNEL=off: bytes to the VM's node go over libp2p streams only.
-  tunnel: process.env.BENCH_TUNNEL === 'off' ? undefined : { host: '127.0.0.1', port: 0, key: tunnelKeyFromClusterKey(clusterKey) }
+  tunnel: process.env.BENCH_TUNNEL === 'off' ? undefined : { host: '127.0.0.1', port: 0, key: tunnelKeyFromClusterKey(clusterKey) },
+  // BENCH_FAST_HTTP=off: proxied HTTP through Node's HTTP server and client only (the full path).
+  fastHttp: process.env.BENCH_FAST_HTTP !== 'off'
 })
 await proxy.start()
 const api = createApiServer({ auth, vms: host, images, proxy, logger, clock }, { addr: '127.0.0.1:0', maxBodyBytes: 1024 * 1024, version: 'bench' })
