@@ -249,6 +249,8 @@ try {
   const oneVm = await get(nodes[0]!.url, `/api/v1/vms/${ids[0]!}`, token)
 
   console.log(`  placements: ${ids.length} with ${concurrency} in flight in ${(elapsed / 1000).toFixed(2)} s = ${(ids.length / (elapsed / 1000)).toFixed(0)} placements/s (all answered after ${(answered / 1000).toFixed(2)} s, ${queuedAtAnswer} of them queued at first)${lost.length > 0 ? `; ${lost.length} requests lost to network errors, left out (first: ${lost[0]!})` : ''}`)
+  // What the leader alone could sustain with a core to itself, from the CPU it used per placement.
+  console.log(`  the leader used ${(leaderCpu * 1000 / ids.length).toFixed(2)} ms of CPU per placement: about ${(ids.length / leaderCpu).toFixed(0)} placements/s per core it gets`)
   if (queuedWhy.size > 0) console.log(`  answered queued because: ${[...queuedWhy].sort((a, b) => b[1] - a[1]).map(([why, n]) => `${n}× ${why}`).join('; ')}`)
   console.log(`  CPU meanwhile: node processes ${(cpu / (elapsed / 1000)).toFixed(2)} cores in all, the leader ${(leaderCpu / (elapsed / 1000)).toFixed(2)} cores; machine has ${cpus().length} cores, load average ${loadavg()[0]!.toFixed(1)} (others' work included)`)
   const vmsOn = new Map(hosts.map(h => [h.name, h.vms.total]))

@@ -6,7 +6,7 @@ import { newVmId, type ExecOptions, type HostAgent } from '../host/host-agent.ts
 import type { Store } from '../../store/types.ts'
 import { InsufficientCapacityError } from '../errors.ts'
 import { place, type PlacementPolicy, type PlacementResult } from '../placement/index.ts'
-import type { LeaderElection } from '../leader/leader-election.ts'
+import { leaseHolder, type LeaderElection } from '../leader/leader-election.ts'
 import { pendingAsVm, queueOrder, type PendingVm, type ScheduledRequest } from './pending.ts'
 import { SCHED_RPC, type SchedulerService, type SubmitOutcome } from './scheduler-service.ts'
 import { VMS_FEED, type StatePublisher } from './state-publisher.ts'
@@ -168,7 +168,7 @@ export class ClusterVms extends EventTarget implements VmService {
 
   /** To the leader (this node included); no leader or no answer leaves it queued for the next round. */
   private async submit (pending: PendingVm): Promise<SubmitOutcome> {
-    const leader = this.c.election.leader()
+    const leader = this.c.election.leader() ?? this.lateLeader()
     let outcome: SubmitOutcome
     try {
       if (leader == null) outcome = { outcome: 'queued', position: 0, reason: 'waiting for the scheduler leader to be elected' }
@@ -185,6 +185,18 @@ export class ClusterVms extends EventTarget implements VmService {
       }
     }
     return outcome
+  }
+
+  /**
+   * The lease's holder while its renewal is late to arrive here (a busy machine, a slow link) but
+   * the holder is alive: it still leads as far as it knows, and says 'not-leader' if it does not.
+   * Without this a gateway queued every request for a resubmit round each time a renewal lagged.
+   */
+  private lateLeader (): { peerId: string } | undefined {
+    const holder = leaseHolder(this.c.mesh)
+    if (holder == null) return undefined
+    const member = this.c.mesh.member(holder)
+    return member?.status === 'alive' ? { peerId: holder } : undefined
   }
 
   /** Carries the accepted requests to whoever leads now, until a host has them or they time out. */
