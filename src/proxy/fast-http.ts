@@ -151,6 +151,8 @@ class Http1Connection implements ResponseSink {
   private corked: UpstreamConnection | undefined
   /** The answer's bytes from one read of the VM, written at once by flush(). */
   private out = ''
+  /** The socket's stream handle, when the parser reads it natively (no 'data' events). */
+  private handle: StreamHandle | undefined
   /** The client will send nothing more (its FIN came). */
   private ended = false
   private done = false
@@ -184,7 +186,18 @@ class Http1Connection implements ResponseSink {
     }
     parser[llhttp.kOnBody] = (chunk: Buffer) => { this.requestBody(chunk) }
     parser[llhttp.kOnMessageComplete] = () => { this.requestComplete() }
-    socket.on('data', this.onData)
+    parser[llhttp.kOnMessageBegin] = () => { if (this.headSince === 0) this.headSince = performance.now() }
+    // As Node's server reads its connections: the parser takes what the socket reads, natively
+    // (no buffer and no 'data' event per read in JS). Else 'data' events.
+    const handle = (socket as unknown as { _handle?: StreamHandle })._handle
+    if (handle?.isStreamBase === true && handle._consumed !== true && typeof handle.readStop === 'function') {
+      this.handle = handle
+      handle._consumed = true
+      parser[llhttp.kOnExecute] = (result: number | ParseError) => { this.executed(result, undefined) }
+      parser.consume(handle)
+    } else {
+      socket.on('data', this.onData)
+    }
     socket.on('end', this.onEnd)
     socket.on('error', this.onError)
     socket.on('close', this.onClose)
@@ -215,25 +228,32 @@ class Http1Connection implements ResponseSink {
   }
 
   private execute (chunk: Buffer): void {
-    if (this.current == null && this.headSince === 0 && chunk.length > 0) this.headSince = performance.now()
-    const result = this.parser.execute(chunk)
+    this.executed(this.parser.execute(chunk), chunk)
+  }
+
+  /** After the parser ran over `chunk` (undefined: the read it consumed itself). */
+  private executed (result: number | ParseError, chunk: Buffer | undefined): void {
     if (this.corked != null) {
       this.corked.stream.uncork()
       this.corked = undefined
     }
     if (this.handingOver != null) {
-      this.handover(this.handingOver, chunk.subarray(typeof result === 'number' ? result : result.bytesParsed))
+      const read = chunk ?? this.parser.getCurrentBuffer()
+      this.handover(this.handingOver, read.subarray(typeof result === 'number' ? result : result.bytesParsed))
       return
     }
-    if (typeof result === 'number') return
-    if (result.code === 'HPE_PAUSED' && this.parked != null) {
-      const parked = this.parked
-      parked.rest = chunk.subarray(result.bytesParsed)
-      this.syncReading()
-      parked.then?.()
-      return
+    const parked = this.parked
+    if (parked != null && parked.rest == null) {
+      // The parser stopped after the parked head: paused there, or (an upgrade) done with HTTP.
+      const at = typeof result === 'number' ? result : result.code === 'HPE_PAUSED' ? result.bytesParsed : -1
+      if (at >= 0) {
+        parked.rest = (chunk ?? this.parser.getCurrentBuffer()).subarray(at)
+        this.syncReading()
+        parked.then?.()
+        return
+      }
     }
-    this.badRequest(result)
+    if (typeof result !== 'number') this.badRequest(result)
   }
 
   /**
@@ -566,8 +586,17 @@ class Http1Connection implements ResponseSink {
   /** Reading stops while a request waits or the VM takes no more of a body. */
   private syncReading (): void {
     if (this.done) return
-    if (this.parked != null || this.upstreamFull) this.socket.pause()
-    else this.socket.resume()
+    const read = this.parked == null && !this.upstreamFull
+    const handle = this.handle
+    if (handle == null) {
+      if (read) this.socket.resume()
+      else this.socket.pause()
+    } else if (read !== handle.reading && !this.socket.destroyed) {
+      // As Node's server starts and stops reading a socket its parser consumes.
+      handle.reading = read
+      if (read) handle.readStart()
+      else handle.readStop()
+    }
   }
 
   private readonly onDrain = (): void => {
@@ -622,6 +651,7 @@ class Http1Connection implements ResponseSink {
       return
     }
     this.socket.pause()
+    this.unconsume()
     this.server.counts.handovers++
     this.gate.handover(this.socket, rest.length > 0 ? Buffer.concat([head.serialize(), rest]) : head.serialize())
   }
@@ -638,8 +668,35 @@ class Http1Connection implements ResponseSink {
     // A late error (a reset after the end) must not crash the node.
     this.socket.on('error', () => undefined)
     this.server.forget(this)
-    this.parser.close()
+    this.unconsume()
+    // Not now: this may run inside the parser's own read callback, and close() frees it.
+    const parser = this.parser
+    setImmediate(() => { parser.close() })
   }
+
+  /** The socket's reads go back to its own stream (for Node's server, or to end it). */
+  private unconsume (): void {
+    const handle = this.handle
+    if (handle == null) return
+    this.handle = undefined
+    this.parser.unconsume()
+    handle._consumed = false
+    // Reading on, into the socket's own stream now: whoever takes it next (Node's server, which
+    // consumes it again at once, or an upgrade's splice after that) expects a socket that reads.
+    if (!handle.reading && !this.socket.destroyed) {
+      handle.reading = true
+      handle.readStart()
+    }
+  }
+}
+
+/** The parts of a socket's stream handle that consuming it uses (as Node's HTTP server does). */
+interface StreamHandle {
+  isStreamBase?: boolean
+  _consumed?: boolean
+  reading: boolean
+  readStart: () => number
+  readStop: () => number
 }
 
 function upstreamError (err: Error, exchange: Exchange): Error {

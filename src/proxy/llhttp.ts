@@ -17,6 +17,11 @@ export interface LlhttpParser {
   pause: () => void
   resume: () => void
   close: () => void
+  /** Parse what a stream handle reads, natively (results come to the kOnExecute callback). */
+  consume: (handle: object) => void
+  unconsume: () => void
+  /** The read being parsed, when consuming. */
+  getCurrentBuffer: () => Buffer
   [callback: number]: unknown
 }
 
@@ -29,10 +34,12 @@ export interface Llhttp {
   create: (type: 'request' | 'response') => LlhttpParser
   /** Method names by llhttp's numbers. */
   methods: string[]
+  kOnMessageBegin: number
   kOnHeaders: number
   kOnHeadersComplete: number
   kOnBody: number
   kOnMessageComplete: number
+  kOnExecute: number
 }
 
 /** Returned from the headers callback: go on with the body. */
@@ -60,8 +67,9 @@ function load (): Llhttp | undefined {
   }
   const { HTTPParser, methods } = binding
   if (typeof HTTPParser !== 'function' || !Array.isArray(methods)) return undefined
-  const { REQUEST, RESPONSE, kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComplete } = HTTPParser
-  if (![REQUEST, RESPONSE, kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComplete].every(Number.isInteger)) return undefined
+  const { REQUEST, RESPONSE, kOnMessageBegin, kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComplete, kOnExecute } = HTTPParser
+  if (![REQUEST, RESPONSE, kOnMessageBegin, kOnHeaders, kOnHeadersComplete, kOnBody, kOnMessageComplete, kOnExecute].every(Number.isInteger)) return undefined
+  for (const method of ['consume', 'unconsume', 'getCurrentBuffer']) if (typeof (HTTPParser.prototype as unknown as Record<string, unknown>)[method] !== 'function') return undefined
   const resource = {}
   const llhttp: Llhttp = {
     create: type => {
@@ -71,10 +79,12 @@ function load (): Llhttp | undefined {
       return parser
     },
     methods,
+    kOnMessageBegin,
     kOnHeaders,
     kOnHeadersComplete,
     kOnBody,
-    kOnMessageComplete
+    kOnMessageComplete,
+    kOnExecute
   }
   try {
     return selfTest(llhttp) ? llhttp : undefined

@@ -132,6 +132,14 @@ class RawClient {
     return { status, headers, body }
   }
 
+  /** The next `n` raw bytes. */
+  async bytes (n: number): Promise<Buffer> {
+    await this.until(() => this.buffer.length >= n ? 0 : -1)
+    const out = this.buffer.subarray(0, n)
+    this.buffer = this.buffer.subarray(n)
+    return out
+  }
+
   /** Resolves once the connection has closed (bounded). */
   async closing (): Promise<void> {
     await this.until(() => this.closed ? 0 : -1)
@@ -363,6 +371,28 @@ test('Node\'s server takes HTTP/1.0, Expect: 100-continue and upgrades, also aft
   assert.equal(switched.status, 101)
   assert.equal(switched.headers['sec-websocket-accept'], 's3pPLMBiTxaQ9kYGzzhZRbK+xOo=')
   client.socket.destroy()
+  // Pipelined behind a proxied request (it waits, reading stopped, then is handed over): frames flow after the 101.
+  const piped = await RawClient.open()
+  piped.socket.write(get(path('/first')) + get(path('/socket'), [`Authorization: Bearer ${token}`, 'Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==']))
+  assert.equal((await piped.answer()).body.toString(), summary('GET', '/first', ''))
+  assert.equal((await piped.answer({ head: true })).status, 101)
+  const mask = [1, 2, 3, 4]
+  piped.socket.write(Buffer.from([0x81, 0x82, ...mask, 'h'.charCodeAt(0) ^ mask[0], 'i'.charCodeAt(0) ^ mask[1]]))
+  assert.deepEqual([...await piped.bytes(4)], [0x81, 0x02, 'h'.charCodeAt(0), 'i'.charCodeAt(0)], 'the VM echoes the frame')
+  piped.socket.destroy()
+})
+
+test('a client that ends its side after an answer gets the connection closed; one idle past the keep-alive timeout too', async () => {
+  const client = await RawClient.open()
+  client.socket.write(get(path('/then-fin')))
+  assert.equal((await client.answer()).status, 200)
+  client.socket.end()
+  await client.closing()
+  const idle = await RawClient.open()
+  idle.socket.write(get(path('/then-idle')))
+  assert.equal((await idle.answer()).status, 200)
+  // Node's keepAliveTimeout (5 s) then the next 1 s sweep; bounded by closing()'s own limit.
+  await idle.closing()
 })
 
 test('what is not HTTP is a 400, and the connection closes', async () => {
