@@ -174,8 +174,26 @@ export class Feeds {
     if (owner === this.t.selfId || cursors == null || this.stopped) return
     for (const [name, cursor] of Object.entries(cursors)) {
       const replica = this.replica(name, owner)
-      if (isAhead(cursor, replica)) this.markBehind(replica, cursor)
-      else replica.behindSince = undefined
+      if (!isAhead(cursor, replica)) {
+        replica.behindSince = undefined
+        continue
+      }
+      this.markBehind(replica, cursor)
+      // Another epoch (an owner met for the first time, or restarted): no delta in flight could
+      // bring this replica level, so there is nothing to wait for.
+      if (cursor[0] !== replica.epoch) this.fetch(name, owner, replica)
+    }
+  }
+
+  /**
+   * Fetches every feed of an owner now: it was cut off (suspect or dead) and is back, so whatever
+   * it changed meanwhile never arrived as deltas.
+   */
+  refresh (owner: string): void {
+    if (this.stopped) return
+    for (const [name, owners] of this.remote) {
+      const replica = owners.get(owner)
+      if (replica != null && replica.epoch !== -1) this.fetch(name, owner, replica)
     }
   }
 

@@ -195,7 +195,10 @@ class MeshNodeImpl implements MeshNode {
     })
     // A member back from suspect or dead (a healed partition) missed the gossip of that time, and we
     // missed its: sync now, not at the next periodic sync up to syncIntervalMs later.
-    this.events.on('member:alive', member => { this.scheduleSync(member.peerId, 'revived', true) })
+    this.events.on('member:alive', member => {
+      this.scheduleSync(member.peerId, 'revived', true)
+      this.feeds.refresh(member.peerId)
+    })
     this.feeds = new Feeds({
       selfId: this.selfId,
       clock: this.clock,
@@ -212,7 +215,9 @@ class MeshNodeImpl implements MeshNode {
       defaultTimeoutMs: init.rpcTimeoutMs,
       describe: id => this.describe(id),
       reachability: id => this.reachability(id),
-      dialProtocol: async (id, signal) => await this.libp2p.dialProtocol(peerIdFromString(id), RPC_PROTOCOL, { signal }),
+      // The protocol name goes out with the request itself: one round trip less per call (every
+      // node serves the rpc protocol, so the optimism costs nothing).
+      dialProtocol: async (id, signal) => await this.libp2p.dialProtocol(peerIdFromString(id), RPC_PROTOCOL, { signal, negotiateFully: false }),
       lifecycle: () => this.lifecycle?.signal
     })
     this.bootstrap = new BootstrapDialer({

@@ -84,6 +84,9 @@ test('a lost delta is noticed at the next one and repaired by fetching the whole
 
 test('a replica that missed the last delta catches up from the heartbeat cursor after the grace', async () => {
   const p = pair()
+  p.owned.set({ id: 'a', state: 'creating' })
+  p.flush()
+  p.deliverAll()
   p.owned.set({ id: 'a', state: 'running' })
   p.flush()
   p.wire.length = 0 // lost, and nothing follows it
@@ -96,6 +99,24 @@ test('a replica that missed the last delta catches up from the heartbeat cursor 
   await settle()
   assert.equal(p.fetches(), 1)
   assert.deepEqual(p.replicaRows(), [{ id: 'a', state: 'running' }])
+})
+
+test('an owner met for the first time with rows already, or back from a cut, is fetched at once', async () => {
+  const p = pair()
+  p.owned.set({ id: 'a', state: 'running' })
+  p.flush()
+  p.wire.length = 0 // published before the replica listened
+  p.heartbeat()
+  await settle()
+  assert.equal(p.fetches(), 1, 'another epoch: no delta in flight could help, so no grace')
+  assert.deepEqual(p.replicaRows(), [{ id: 'a', state: 'running' }])
+  p.owned.set({ id: 'b', state: 'running' })
+  p.flush()
+  p.wire.length = 0 // lost while the owner was cut off
+  p.feeds.replica.refresh('owner')
+  await settle()
+  assert.equal(p.fetches(), 2)
+  assert.deepEqual(p.replicaRows(), p.ownerRows())
 })
 
 test('a restarted owner (new epoch) replaces the replica; rows it no longer has are reported gone', async () => {

@@ -55,6 +55,7 @@ export type ClusterCreateRequest = VmCreateRequest
 
 const PENDING = 'pending-vms'
 const PENDING_DELETE = 'pending.delete'
+const PENDING_GET = 'pending.get'
 
 type Owner = { local: true } | { local: false, member: Member }
 
@@ -92,6 +93,11 @@ export class ClusterVms extends EventTarget implements VmService {
     this.c.host.addEventListener('vm', this.relayLocal)
     this.addEventListener('vm', this.wakeWaiters)
     this.c.mesh.on('feed:change', this.onFeed)
+    this.c.mesh.handleRpc<{ id: string }>(PENDING_GET, ({ id }) => {
+      const pending = this.pending.get(String(id))
+      if (pending == null) throw new VmNotFoundError(`no queued VM with id ${String(id)} on this node`, { id })
+      return pendingAsVm(pending)
+    })
     this.c.mesh.handleRpc<{ id: string }>(PENDING_DELETE, async ({ id }) => {
       const placed = await this.deletePending(String(id))
       return { deleted: !placed, placed }
@@ -102,6 +108,7 @@ export class ClusterVms extends EventTarget implements VmService {
   stop (): void {
     clearInterval(this.resubmitTimer)
     this.c.mesh.unhandleRpc(PENDING_DELETE)
+    this.c.mesh.unhandleRpc(PENDING_GET)
     this.c.host.removeEventListener('vm', this.relayLocal)
     this.removeEventListener('vm', this.wakeWaiters)
     this.c.mesh.off('feed:change', this.onFeed)
@@ -124,9 +131,23 @@ export class ClusterVms extends EventTarget implements VmService {
     if (mine != null) return pendingAsVm(mine)
     const elsewhere = this.remotePending(id)
     if (elsewhere != null) return elsewhere.vm
-    const owner = await this.owner(id)
+    let owner: Owner
+    try {
+      owner = await this.owner(id)
+    } catch (err) {
+      // No host has it: a gateway may still keep it queued, its feed not here yet (a node that
+      // just joined, or a partition that just healed).
+      if ((err as Error).name !== 'VmNotFoundError') throw err
+      return await this.askGateways(id).catch(() => { throw err })
+    }
     if (owner.local) return this.c.host.get(id)
     return await this.call<VmRecord>(owner.member, VM_RPC.get, { id })
+  }
+
+  private async askGateways (id: string): Promise<VmRecord> {
+    const asked = this.remoteMembers().filter(m => m.status !== 'dead')
+      .map(async m => await this.c.mesh.request<VmRecord>(m.peerId, PENDING_GET, { id }, { timeoutMs: LOOKUP_TIMEOUT_MS }))
+    return await Promise.any(asked)
   }
 
   /** What placement would do with this request now, and why each host was or was not chosen. */
@@ -331,7 +352,18 @@ export class ClusterVms extends EventTarget implements VmService {
     } else if (elsewhere != null) {
       if ((await this.call<{ placed?: boolean }>(elsewhere.member, PENDING_DELETE, { id, caller })).placed !== true) return
     }
-    const owner = await this.owner(id)
+    let owner: Owner
+    try {
+      owner = await this.owner(id)
+    } catch (err) {
+      if ((err as Error).name !== 'VmNotFoundError' || elsewhere != null) throw err
+      // A gateway whose feed is not here yet may keep it queued (see get()).
+      const withdrawn = await Promise.any(this.remoteMembers().filter(m => m.status !== 'dead')
+        .map(async m => await this.c.mesh.request<{ placed?: boolean }>(m.peerId, PENDING_DELETE, { id, caller }, { timeoutMs: LOOKUP_TIMEOUT_MS })))
+        .catch(() => { throw err })
+      if (withdrawn.placed !== true) return
+      owner = await this.owner(id)
+    }
     if (owner.local) return await this.c.host.delete(id)
     await this.call(owner.member, VM_RPC.delete, { id, caller })
   }
