@@ -36,6 +36,8 @@ interface Admission {
   credentialHeader?: 'authorization' | 'x-api-key'
   /** Set-Cookie value turning a signed URL into a cookie for the pages it loads next. */
   cookie?: string
+  /** A remembered principal's admission holds until then (ms). */
+  until?: number
 }
 
 /** What admission looks at, from Node's parsed request or the proxy's own HTTP path. */
@@ -71,17 +73,22 @@ export function createProxyGateway (components: ApiComponents, proxy: ProxyServi
   const principals = new Map<string, { principal: Principal, until: number }>()
   /** Connections given to the proxy's own HTTP path (attach), open or handed over to Node's server. */
   const served = new Set<Socket>()
+  /**
+   * Per connection of that path, the last bearer admission: a client sends the same header with
+   * every request, and finding its principal again (parse, hash a long token) costs ~1 us.
+   */
+  const lastBearer = new WeakMap<Socket, { authorization: string, info: ConnectionInfo, until: number }>()
 
-  /** A principal remembered for this credential (see PRINCIPAL_CACHE_MS), if any. */
-  function remembered (credential: string): Principal | undefined {
+  /** A principal remembered for this credential (see PRINCIPAL_CACHE_MS), if any, and until when. */
+  function remembered (credential: string): { principal: Principal, until: number } | undefined {
     const known = principals.get(credential)
-    return known != null && known.until > components.clock() ? known.principal : undefined
+    return known != null && known.until > components.clock() ? known : undefined
   }
 
   /** auth.authenticate, remembered briefly per credential. */
   async function authenticate (credential: string): Promise<Principal> {
     const known = remembered(credential)
-    if (known != null) return known
+    if (known != null) return known.principal
     const principal = await auth.authenticate(credential)
     const now = components.clock()
     if (principals.size >= PRINCIPAL_CACHE_SIZE) {
@@ -123,8 +130,8 @@ export function createProxyGateway (components: ApiComponents, proxy: ProxyServi
     const credentialHeader = typeof req.headers.authorization === 'string' && /^Bearer\s/i.test(req.headers.authorization) ? 'authorization' : 'x-api-key'
     const known = remembered(credential)
     if (known != null) {
-      auth.authorize(known, CONNECT_CLAIM)
-      return { subject: known.subject, credentialHeader }
+      auth.authorize(known.principal, CONNECT_CLAIM)
+      return { subject: known.principal.subject, credentialHeader, until: known.until }
     }
     return authenticate(credential).then(principal => {
       auth.authorize(principal, CONNECT_CLAIM)
@@ -151,13 +158,21 @@ export function createProxyGateway (components: ApiComponents, proxy: ProxyServi
         if (proxy.isPublic(target, 'http')) return { subject: PUBLIC.subject, client, via: 'http' }
         // A signed URL's first visit sets its cookie: Node's path does that.
         if (signedParam(head.url) != null) return null
-        const admission = admit({
-          url: head.url,
-          headers: { authorization: head.header('authorization'), 'x-api-key': head.header('x-api-key'), cookie: head.header('cookie') },
-          encrypted: false
-        }, target)
+        const authorization = head.header('authorization')
+        const cookie = head.header('cookie')
+        // Grants come before credentials: the memo holds only for requests without one.
+        const bearerOnly = authorization != null && (cookie == null || !cookie.includes(GRANT_COOKIE))
+        if (bearerOnly) {
+          const last = lastBearer.get(socket)
+          if (last != null && last.authorization === authorization && last.until > components.clock()) return last.info
+        }
+        const admission = admit({ url: head.url, headers: { authorization, 'x-api-key': head.header('x-api-key'), cookie }, encrypted: false }, target)
         if (admission instanceof Promise) return admission.then(a => ({ subject: a.subject, client, via: 'http', credentialHeader: a.credentialHeader }))
-        return { subject: admission.subject, client, via: 'http', credentialHeader: admission.credentialHeader }
+        const info: ConnectionInfo = { subject: admission.subject, client, via: 'http', credentialHeader: admission.credentialHeader }
+        if (bearerOnly && admission.credentialHeader === 'authorization' && admission.until != null) {
+          lastBearer.set(socket, { authorization, info, until: admission.until })
+        }
+        return info
       },
       handover: (socket: Socket, unread: Buffer) => {
         socket.unshift(unread)

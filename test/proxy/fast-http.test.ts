@@ -337,6 +337,13 @@ test('refusals answer on the same connection: a 401 then a request with a token;
   assert.equal((await client.answer()).status, 403)
   client.socket.write(get(path('/private')))
   assert.equal((await client.answer()).body.toString(), summary('GET', '/private', ''))
+  // Each request is admitted for its own credential, whatever came before on the connection.
+  client.socket.write(get(path('/private'), [`Authorization: Bearer ${fx.tokens.viewer}`]))
+  assert.equal((await client.answer()).status, 403)
+  client.socket.write(get(path('/private'), [`Authorization: Bearer ${token}`, `Cookie: corral_proxy_grant=forged`]))
+  assert.equal((await client.answer()).status, 200, 'a grant cookie that does not verify leaves the token to decide, as on Node\'s path')
+  client.socket.write(get(path('/private')))
+  assert.equal((await client.answer()).status, 200)
   client.socket.write(post(path('/upload'), 'x'.repeat(1000), false, []))
   const upload = await client.answer()
   assert.equal(upload.status, 401)
