@@ -15,7 +15,7 @@
  * this process (the client) and the s3rver process spent: the machine is shared, and CPU moves
  * far less with its load than wall time does. Prints figures; asserts nothing.
  *
- *   node bench/catalog-pull-throughput.ts [--size-mib 1024] [--mix mixed|random] [--runs 3] [--concurrency 8] [--segment-mib N] [--avg-kib N]
+ *   node bench/catalog-pull-throughput.ts [--size-mib 1024] [--mix mixed|random] [--runs 3] [--concurrency 8] [--segment-mib N] [--read-mib N] [--avg-kib N]
  */
 import { createWriteStream, readFileSync } from 'node:fs'
 import { mkdtemp, open, readFile, rm } from 'node:fs/promises'
@@ -30,12 +30,13 @@ import { removeTree } from '../src/catalog/unpack.ts'
 import { startS3Server, S3_TEST_CREDENTIALS } from '../test/helpers/storage-servers.ts'
 import { catalogService, MemoryRecords, MiB, rate, writeImage, type DiskMix } from './catalog-harness.ts'
 
-const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '1024' }, mix: { type: 'string', default: 'mixed' }, runs: { type: 'string', default: '3' }, concurrency: { type: 'string', default: '8' }, 'segment-mib': { type: 'string' }, 'avg-kib': { type: 'string' } } })
+const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '1024' }, mix: { type: 'string', default: 'mixed' }, runs: { type: 'string', default: '3' }, concurrency: { type: 'string', default: '8' }, 'segment-mib': { type: 'string' }, 'read-mib': { type: 'string' }, 'avg-kib': { type: 'string' } } })
 const sizeMiB = Math.max(16, Math.min(16384, Number(values['size-mib'])))
 const mix = (values.mix === 'random' ? 'random' : 'mixed') as DiskMix
 const runs = Math.max(1, Math.min(10, Number(values.runs)))
 const concurrency = Math.max(1, Math.min(64, Number(values.concurrency)))
 const segmentBytes = values['segment-mib'] != null ? Math.max(1, Number(values['segment-mib'])) * MiB : undefined
+const readBytes = values['read-mib'] != null ? Math.max(1, Number(values['read-mib'])) * MiB : undefined
 
 const dir = await mkdtemp(join(tmpdir(), 'corral-bench-pull-'))
 const s3 = await startS3Server(['corral'])
@@ -101,7 +102,7 @@ try {
     })
     await rm(out)
 
-    const puller = await catalogService(records, join(dir, `puller-${run}`), { providers: { s3: provider }, concurrency, ...(segmentBytes != null ? { segmentBytes } : {}) })
+    const puller = await catalogService(records, join(dir, `puller-${run}`), { providers: { s3: provider }, concurrency, ...(segmentBytes != null ? { segmentBytes } : {}), ...(readBytes != null ? { readBytes } : {}) })
     await measure('pull', async () => { await puller.pull('bench:1.0') })
     await puller.stop()
     await removeTree(join(dir, `puller-${run}`))
@@ -113,7 +114,7 @@ try {
   console.log(`  medians of ${runs} runs:`)
   console.log(`  plain GetObject to file: ${line('plain')}`)
   console.log(`  8 ranged GetObjects:     ${line('ranged')}`)
-  console.log(`  catalog pull:            ${line('pull')}, ${concurrency} segments of ${((segmentBytes ?? 16 * MiB) / MiB).toFixed(0)} MiB at once, ${(version.storedSize / MiB).toFixed(0)} MiB on the wire, checked and unpacked`)
+  console.log(`  catalog pull:            ${line('pull')}, ${concurrency} reads of up to ${((readBytes ?? 32 * MiB) / MiB).toFixed(0)} MiB at once (segments of ${((segmentBytes ?? 8 * MiB) / MiB).toFixed(0)} MiB), ${(version.storedSize / MiB).toFixed(0)} MiB on the wire, checked and unpacked`)
   const ratios = Array.from({ length: runs }, (_, i) => wall.plain[i] / wall.pull[i])
   console.log(`  pull / plain:            ${(100 * median(wall.plain) / median(wall.pull)).toFixed(0)}% (per run: ${ratios.map(r => `${(100 * r).toFixed(0)}%`).join(', ')})   pull / ranged: ${(100 * median(wall.ranged) / median(wall.pull)).toFixed(0)}%`)
   console.log(`  client CPU pull / plain: ${(100 * median(cpu.pull) / median(cpu.plain)).toFixed(0)}%`)

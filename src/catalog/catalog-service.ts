@@ -18,7 +18,7 @@ import { CatalogRecords, checkImageId, checkVersion, normaliseArch, parseRef, DE
 import { Repository, knownLocations } from './repository.ts'
 import { packFolder, type BlobSink } from './pack.ts'
 import { BundleWriter, removeTree } from './unpack.ts'
-import { countHeld, fetchSegment, segmentsOf, type BlobSource, type FetchCounters, type FetchOptions, type Segment, type SegmentRouting } from './transfer.ts'
+import { countHeld, fetchSegment, fetchUnits, segmentsOf, READ_BYTES, type BlobSource, type FetchCounters, type FetchOptions, type Segment, type SegmentRouting } from './transfer.ts'
 import { CODEC_RAW, sha256Hex, type CheckedBlob } from './blob.ts'
 import { forEachLimit } from './pool.ts'
 export type { BlobSource, Segment } from './transfer.ts'
@@ -59,10 +59,12 @@ export interface CatalogInit {
   cacheOnPush?: boolean
   /** Least time between two progress events of one transfer. */
   progressIntervalMs?: number
-  /** Stored bytes per segment, the unit of fetching and of ownership in a swarm (default 16 MiB; every node of a cluster must use the same). */
+  /** Stored bytes per segment, the unit of fetching and of ownership in a swarm (default 8 MiB; every node of a cluster must use the same). */
   segmentBytes?: number
   /** A push uploads a pack once it holds this many bytes (default 32 MiB). */
   packBytes?: number
+  /** Largest ranged read a pull makes of neighbouring segments no peer serves (default 32 MiB). */
+  readBytes?: number
 }
 
 export interface PushOptions {
@@ -158,7 +160,7 @@ export class CatalogService extends EventTarget {
   private peerRouting?: PeerRouting
   private started = false
   /** One fetch per segment at a time, whoever asks (a pull here, a peer's request). */
-  private readonly segmentFetches = new Map<string, Promise<Map<string, CheckedBlob>>>()
+  private readonly segmentFetches = new Map<string, Promise<Map<string, CheckedBlob | null>>>()
   /** Pulls under way, by manifest: peers are served what they placed already. */
   private readonly writers = new Map<string, BundleWriter>()
   private readonly stats: CatalogMetrics = { providerBytesRead: 0, peerBytesIn: 0, peerBytesOut: 0, corruptChunks: 0 }
@@ -240,12 +242,23 @@ export class CatalogService extends EventTarget {
     return this.records.entry(checkImageId(id))
   }
 
-  async update (id: string, changes: { description?: string, requiredClaims?: string[], minHost?: MinHost }): Promise<CatalogImage> {
+  /**
+   * Changes an image's description, required claims or minimum host; with `version`, the minimum
+   * host of that version (every arch) instead, which wins over the image's. A version's content
+   * is immutable; what host it needs is metadata, and may have been wrong.
+   */
+  async update (id: string, changes: { description?: string, requiredClaims?: string[], minHost?: MinHost, version?: string }): Promise<CatalogImage> {
     const image = this.records.requireImage(checkImageId(id))
+    if (changes.version != null) {
+      if (changes.minHost == null) throw new CatalogRequestError('version is only for changing that version\'s minHost: give minHost too, or leave version out to change the image', { field: 'version' })
+      const versions = this.records.versions(id).filter(v => v.version === changes.version)
+      if (versions.length === 0) throw new CatalogVersionNotFoundError(`image "${id}" has no version ${changes.version}`, { image: id, version: changes.version })
+      for (const v of versions) await this.records.putVersion({ ...v, minHost: changes.minHost })
+    }
     const next: CatalogImage = { ...image, updatedAt: this.now() }
     if (changes.description != null) next.description = changes.description
     if (changes.requiredClaims != null) next.requiredClaims = [...new Set(changes.requiredClaims)]
-    if (changes.minHost != null) next.minHost = changes.minHost
+    if (changes.minHost != null && changes.version == null) next.minHost = changes.minHost
     await this.records.putImage(next)
     this.changed('image updated')
     return next
@@ -473,12 +486,15 @@ export class CatalogService extends EventTarget {
       const routing = this.routing(version)
       // Provider reads stream: each chunk is checked and written as it arrives, from the pieces
       // the network delivered, with no copy of the segment gathered first.
-      const options: FetchOptions = { signal, logger: this.log, keep: async chunks => { await w.placeAll(chunks.map(([id, c]) => [id, c.plain])) } }
+      const options: FetchOptions = { signal, logger: this.log, keep: async chunks => { await w.placeAll(chunks.map(([id, c]) => [id, c.plain])) }, retain: false }
       const peers = missing.length > 0 ? this.peerRouting : undefined
       await peers?.begin(version.manifest, swarm)
       let ok = false
       try {
-        await forEachLimit(segmentsOf(manifest, this.init.segmentBytes), this.init.concurrency, async segment => {
+        // Neighbouring segments that only the provider can give are read together.
+        const providerOnly = (segment: Segment): boolean => routing.sources(segment, 0).every(s => s.kind === 'provider')
+        const units = fetchUnits(segmentsOf(manifest, this.init.segmentBytes), this.init.readBytes ?? READ_BYTES, providerOnly)
+        await forEachLimit(units, this.init.concurrency, async ({ segment, keys }) => {
           // What this host holds (its chunk store, other unpacked images) is copied, not fetched.
           for (const id of segment.ids) {
             if (w.has(id)) continue
@@ -487,12 +503,12 @@ export class CatalogService extends EventTarget {
           }
           const need = segment.ids.filter(id => !w.has(id))
           if (need.length > 0) {
-            const fetched = await this.obtainSegment(segment, need, manifest, routing, progress, options, id => w.has(id))
+            const fetched = await this.obtainSegment(segment, need, manifest, routing, progress, options, id => w.has(id), keys)
             for (const id of need) {
+              // Written by this fetch, or by a peer's request this node served meanwhile.
               const got = fetched.get(id)
-              // Placed by a peer's request this node served meanwhile, or here now.
-              if (got == null && !w.has(id)) throw new ChunkNotFoundError(`chunk ${id.slice(0, 12)}… of ${cachedName(version.image, version.version)} was not fetched`, { chunk: id })
               if (got != null) await w.placeAll([[id, got.plain]])
+              if (!w.has(id)) throw new ChunkNotFoundError(`chunk ${id.slice(0, 12)}… of ${cachedName(version.image, version.version)} was not fetched`, { chunk: id })
               progress.chunksDone++
               progress.bytesDone += manifest.blobs[id].stored
             }
@@ -577,14 +593,15 @@ export class CatalogService extends EventTarget {
    * peer's request); a caller that joined another's fetch gets what that fetch got, and fetches
    * the rest itself.
    */
-  private async obtainSegment (segment: Segment, wanted: string[], manifest: BundleManifest, routing: SegmentRouting, progress: FetchCounters, options: FetchOptions, held: (id: string) => boolean): Promise<Map<string, CheckedBlob>> {
-    const result = new Map<string, CheckedBlob>()
+  private async obtainSegment (segment: Segment, wanted: string[], manifest: BundleManifest, routing: SegmentRouting, progress: FetchCounters, options: FetchOptions, held: (id: string) => boolean, keys: string[] = [segment.key]): Promise<Map<string, CheckedBlob | null>> {
+    const result = new Map<string, CheckedBlob | null>()
     let need = wanted
     // Bounded: each pass either joins a fetch that kept chunks, or fetches what is left itself.
     for (let attempt = 0; attempt < 8 && need.length > 0; attempt++) {
-      const running = this.segmentFetches.get(segment.key)
+      const running = keys.map(k => this.segmentFetches.get(k)).find(p => p != null)
       if (running != null) {
-        const got = await running.catch(() => new Map<string, CheckedBlob>())
+        const got = await running.catch(() => new Map<string, CheckedBlob | null>())
+        // Chunks that fetch kept without their bytes (null) are held here now: see below.
         for (const id of need) { const c = got.get(id); if (c != null) result.set(id, c) }
         // What that fetch kept for its own caller is here now too: not fetched again.
         need = need.filter(id => !result.has(id) && !held(id))
@@ -592,9 +609,10 @@ export class CatalogService extends EventTarget {
       }
       const mine: FetchCounters = { bytesFromPeers: 0, bytesFromProvider: 0, corruptChunks: 0 }
       // Every chunk is kept (written into the image, or stored) before the fetch counts as done,
-      // so whoever asks next finds the chunks here instead of fetching them again.
-      const p = fetchSegment(segment, need, manifest, routing, mine, options).finally(() => {
-        this.segmentFetches.delete(segment.key)
+      // so whoever asks next finds the chunks here instead of fetching them again. A fetch of
+      // merged segments is found under each of their keys.
+      const p: Promise<Map<string, CheckedBlob | null>> = fetchSegment(segment, need, manifest, routing, mine, options).finally(() => {
+        for (const k of keys) if (this.segmentFetches.get(k) === p) this.segmentFetches.delete(k)
         progress.bytesFromPeers += mine.bytesFromPeers
         progress.bytesFromProvider += mine.bytesFromProvider
         progress.corruptChunks += mine.corruptChunks
@@ -602,7 +620,7 @@ export class CatalogService extends EventTarget {
         this.stats.providerBytesRead += mine.bytesFromProvider
         this.stats.corruptChunks += mine.corruptChunks
       })
-      this.segmentFetches.set(segment.key, p)
+      for (const k of keys) this.segmentFetches.set(k, p)
       for (const [id, c] of await p) result.set(id, c)
       need = need.filter(id => !result.has(id))
     }
@@ -659,8 +677,9 @@ export class CatalogService extends EventTarget {
           }
           const got = await this.obtainSegment(segment, segment.ids.filter(id => wanted.has(id)), manifest, providerOnly, counters, { signal, logger: this.log, keep, streaming: false },
             id => this.store.has(id) || this.writers.get(manifestDigest)?.has(id) === true)
-          // A fetch of this pull's that this one joined came as a stream: sent uncompressed.
-          for (const [id, c] of got) out.set(id, c.stored ?? rawBlob(c.plain))
+          // A fetch of this pull's that this one joined came as a stream: sent uncompressed (or
+          // read back below, if it let the bytes go).
+          for (const [id, c] of got) if (c != null) out.set(id, c.stored ?? rawBlob(c.plain))
         }
         // Kept here by another fetch this one joined: read back.
         for (const id of missing) {
@@ -772,6 +791,14 @@ export class CatalogService extends EventTarget {
     if (!this.knows(ref)) return undefined
     const { version } = await this.resolveFor(ref, undefined)
     return { name: cachedName(version.image, version.version), version }
+  }
+
+  /**
+   * The smallest host a version may run on: its own minimum host, else its image's (which
+   * `PUT /api/v1/catalog/{id}` edits); undefined for no minimum.
+   */
+  minHostOf (version: CatalogVersion): MinHost | undefined {
+    return version.minHost ?? this.records.image(version.image)?.minHost
   }
 
   /** Versions this host could pull for its arch, as `<image>:<version>` with their guest. */

@@ -3,7 +3,7 @@
  * the bucket about once.
  *
  * Every pull announces itself in the cluster-wide `catalog-holders` records (pulling, then
- * complete). The unit of transfer is a segment (neighbouring chunks of one pack, about 16 MiB). A
+ * complete). The unit of transfer is a segment (neighbouring chunks of one pack, about 8 MiB). A
  * node looks for each segment's chunks it lacks:
  *   1. at a peer that holds the whole image (complete), chosen per segment so the load spreads;
  *   2. at the segment's owner among the nodes pulling the same image now (rendezvous hashing over
@@ -31,7 +31,7 @@ export const HOLDERS = 'catalog-holders'
 const PREFETCH_METHOD = 'catalog.prefetch'
 
 const MAX_REQUEST_BYTES = 64 * 1024
-/** One request asks for the chunks of one segment (about 16 MiB), never more than this. */
+/** One request asks for the chunks of one segment (about 8 MiB), never more than this. */
 const MAX_IDS = 1024
 const MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 const STATUS_OK = 0

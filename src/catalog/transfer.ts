@@ -1,6 +1,6 @@
 /**
  * Moving a manifest's chunks: the manifest is cut into segments (neighbouring chunks of one pack,
- * about 16 MiB stored), the unit that is fetched, owned in a swarm and asked of peers. A segment's
+ * about 8 MiB stored), the unit that is fetched, owned in a swarm and asked of peers. A segment's
  * chunks come from the sources the routing gives (peers first, the provider last); each is checked
  * against its id before it is kept, and what a source did not give, or gave corrupt, is tried at
  * the next source, then again in a later round, a bounded number of times. A source that streams
@@ -18,6 +18,8 @@ export interface Segment {
   key: string
   ids: string[]
   stored: number
+  /** The pack its chunks are in (absent: a chunk stored as its own object). */
+  pack?: string
 }
 
 export interface BlobSource {
@@ -52,6 +54,11 @@ export interface FetchOptions {
   keep?: (chunks: Array<[id: string, chunk: CheckedBlob]>) => Promise<void>
   /** Use sources' streams (default true); a fetch that must hand stored bytes on asks for whole ones. */
   streaming?: boolean
+  /**
+   * Keep each chunk's bytes in the result once kept (default true). A pull that wrote them into
+   * its image lets them go: a read of 32 MiB would otherwise hold all of it until its last byte.
+   */
+  retain?: boolean
 }
 
 const DEFAULT_ROUNDS = 3
@@ -61,11 +68,11 @@ const DEFAULT_ROUNDS = 3
  * preempts the event loop that is reading the network).
  */
 const KEEP_BATCH_BYTES = 4 * 1024 * 1024
-const SEGMENT_BYTES = 16 * 1024 * 1024
+const SEGMENT_BYTES = 8 * 1024 * 1024
 
 /**
  * The manifest's segments: packed chunks in pack order, grouped while they stay in one pack and
- * under about 16 MiB; a chunk stored as its own object is a segment alone.
+ * under about 8 MiB; a chunk stored as its own object is a segment alone.
  */
 export function segmentsOf (manifest: BundleManifest, maxStored = SEGMENT_BYTES): Segment[] {
   const packed: Array<{ id: string, pack: string, offset: number, stored: number }> = []
@@ -79,7 +86,7 @@ export function segmentsOf (manifest: BundleManifest, maxStored = SEGMENT_BYTES)
   let currentPack = ''
   for (const b of packed) {
     if (current == null || b.pack !== currentPack || current.stored >= maxStored) {
-      current = { key: `${b.pack}:${b.offset}`, ids: [], stored: 0 }
+      current = { key: `${b.pack}:${b.offset}`, ids: [], stored: 0, pack: b.pack }
       currentPack = b.pack
       segments.push(current)
     }
@@ -89,14 +96,47 @@ export function segmentsOf (manifest: BundleManifest, maxStored = SEGMENT_BYTES)
   return segments
 }
 
+/** Segments fetched as one: what they hold together, and the keys a joining fetch may know them by. */
+export interface FetchUnit {
+  segment: Segment
+  keys: string[]
+}
+
+/** Largest provider read a pull makes of neighbouring segments no peer serves. */
+export const READ_BYTES = 32 * 1024 * 1024
+
 /**
- * Fetches `wanted` chunks of a segment; resolves with each one checked against its id (its plain
- * bytes, and its stored form when that came whole) once every one was kept. Throws once a chunk
- * failed every source in every round.
+ * The segments in order, neighbours of one pack merged while `merge` allows each (no peer could
+ * serve it: it comes from the provider anyway) and they stay under `maxStored`: one ranged read
+ * of 32 MiB costs the provider a quarter of the requests, and the pull a quarter of the waits
+ * for a first byte, of four reads of 8 MiB. Lazy, so each decision is taken when a fetch slot
+ * is free, with the peers known then.
  */
-export async function fetchSegment (segment: Segment, wanted: string[], manifest: BundleManifest, routing: SegmentRouting, counters: FetchCounters, options: FetchOptions): Promise<Map<string, CheckedBlob>> {
+export function * fetchUnits (segments: Segment[], maxStored: number, merge: (segment: Segment) => boolean): Generator<FetchUnit> {
+  let i = 0
+  while (i < segments.length) {
+    const first = segments[i++]
+    const unit: FetchUnit = { segment: { ...first, ids: [...first.ids] }, keys: [first.key] }
+    if (first.pack != null && merge(first)) {
+      while (i < segments.length && segments[i].pack === first.pack && unit.segment.stored + segments[i].stored <= maxStored && merge(segments[i])) {
+        const next = segments[i++]
+        unit.segment.ids.push(...next.ids)
+        unit.segment.stored += next.stored
+        unit.keys.push(next.key)
+      }
+    }
+    yield unit
+  }
+}
+
+/**
+ * Fetches `wanted` chunks of a segment; resolves once every one was kept, with each one checked
+ * against its id: its plain bytes, and its stored form when that came whole (null when the bytes
+ * were not retained). Throws once a chunk failed every source in every round.
+ */
+export async function fetchSegment (segment: Segment, wanted: string[], manifest: BundleManifest, routing: SegmentRouting, counters: FetchCounters, options: FetchOptions): Promise<Map<string, CheckedBlob | null>> {
   const rounds = options.rounds ?? DEFAULT_ROUNDS
-  const got = new Map<string, CheckedBlob>()
+  const got = new Map<string, CheckedBlob | null>()
   const remaining = new Set(wanted)
   let lastError: unknown
   let corrupt = false
@@ -133,7 +173,7 @@ export async function fetchSegment (segment: Segment, wanted: string[], manifest
         const bytes = pieces.reduce((n, p) => n + p.length, 0)
         if (source.kind === 'peer') counters.bytesFromPeers += bytes
         else counters.bytesFromProvider += bytes
-        got.set(id, chunk)
+        got.set(id, options.retain === false ? null : chunk)
         batch.push([id, chunk])
         batchBytes += chunk.plain.reduce((n, p) => n + p.length, 0)
         if (batchBytes >= KEEP_BATCH_BYTES) keepBatch()

@@ -136,6 +136,8 @@ export class CatalogFixture {
       concurrency: 4,
       chunking: { algorithm: 'fastcdc-gear32-v1', minSize: 4096, avgSize: 16384, maxSize: 65536 },
       segmentBytes: 64 * 1024,
+      // One segment per provider read unless a test says otherwise.
+      readBytes: 64 * 1024,
       packBytes: 256 * 1024,
       progressIntervalMs: 0,
       ...init
