@@ -78,7 +78,7 @@ export class StatePublisher {
     const { images, mesh } = this.components
     const all = await images.list()
     this.imageNames = all.map(i => i.name)
-    this.imageInfo = all.map(i => ({ name: i.name, arch: i.arch, os: i.os, defaultCpus: i.defaultCpus, defaultMemoryMiB: i.defaultMemoryMiB, diskMiB: i.diskMiB }))
+    this.imageInfo = all.map(i => ({ name: i.name, arch: i.arch, os: i.os, defaultCpus: i.defaultCpus, defaultMemoryMiB: i.defaultMemoryMiB, diskMiB: i.diskMiB, ...(i.minHost != null ? { minHost: i.minHost } : {}) }))
     this.pullable = await images.pullable()
     mesh.setLocalState(this.current())
   }
