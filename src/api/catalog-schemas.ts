@@ -53,7 +53,8 @@ export const PrefetchRequest = Type.Object({
 export const UpdateImage = Type.Object({
   description: Type.Optional(Type.String({ maxLength: 2000 })),
   requiredClaims: Type.Optional(Claims),
-  minHost: Type.Optional(MinHost)
+  minHost: Type.Optional(MinHost),
+  version: Type.Optional(Type.String({ minLength: 1, maxLength: 40, pattern: '^[A-Za-z0-9][A-Za-z0-9._+-]*$', description: 'set minHost on this version (every arch), which wins over the image\'s; VMs are never placed on a smaller host' }))
 }, { additionalProperties: false })
 
 export const TagRequest = Type.Object({ tag: Version, version: Version }, { additionalProperties: false })

@@ -2,7 +2,7 @@ import type { Logger } from 'pino'
 import type { Driver, DriverImage, DriverName } from '../drivers/types.ts'
 import type { Store } from '../store/types.ts'
 import { ImageExistsError, ImageNotFoundError } from './errors.ts'
-import type { CatalogVersion, GuestInfo } from './types.ts'
+import type { CatalogVersion, GuestInfo, MinHost } from './types.ts'
 
 export interface ImageRecord extends DriverImage {
   /**
@@ -12,6 +12,8 @@ export interface ImageRecord extends DriverImage {
   source: 'driver' | 'registered' | 'catalog'
   registeredAt?: string
   registeredBy?: string
+  /** A catalog image's minimum host: placement never puts it on a smaller host. */
+  minHost?: MinHost
 }
 
 /** An image described for placement: what a host has, or could pull. */
@@ -22,6 +24,7 @@ export interface OfferedImage {
   defaultCpus: number
   defaultMemoryMiB: number
   diskMiB: number
+  minHost?: MinHost
 }
 
 /** What LocalImages needs of the catalog (CatalogService implements it). */
@@ -34,6 +37,8 @@ export interface CatalogImageSource {
   pullable: () => Promise<Array<{ name: string, version: CatalogVersion }>>
   /** The version a catalog reference means on this host, without pulling; undefined if not a catalog reference. */
   resolveHere: (name: string) => Promise<{ name: string, version: CatalogVersion } | undefined>
+  /** The smallest host a version may run on, if it says. */
+  minHostOf?: (version: CatalogVersion) => MinHost | undefined
 }
 
 export interface LocalImagesComponents {
@@ -96,7 +101,13 @@ export class LocalImages {
       }
       this.described.set(image.path, described)
     }
-    return { ...described, name: image.name, source: 'catalog', registeredAt: image.version.createdAt, registeredBy: image.version.createdBy }
+    return { ...described, name: image.name, source: 'catalog', registeredAt: image.version.createdAt, registeredBy: image.version.createdBy, ...this.minHostOf(image.version) }
+  }
+
+  /** `{ minHost }` for a catalog version that has one, else nothing (spread into descriptions). */
+  private minHostOf (version: CatalogVersion): { minHost?: MinHost } {
+    const minHost = this.components.catalog?.minHostOf?.(version)
+    return minHost != null ? { minHost } : {}
   }
 
   async get (name: string): Promise<ImageRecord> {
@@ -127,7 +138,8 @@ export class LocalImages {
       const v = resolved.version
       return {
         name: resolved.name, arch: v.arch, os: v.guest.os, path: '', defaultCpus: v.guest.defaultCpus, defaultMemoryMiB: v.guest.defaultMemoryMiB,
-        diskMiB: v.guest.diskMiB, simulated: this.components.driver.simulated, source: 'catalog', pending: true, registeredAt: v.createdAt, registeredBy: v.createdBy
+        diskMiB: v.guest.diskMiB, simulated: this.components.driver.simulated, source: 'catalog', pending: true, registeredAt: v.createdAt, registeredBy: v.createdBy,
+        ...this.minHostOf(v)
       }
     }
     return await this.get(name)
@@ -148,7 +160,8 @@ export class LocalImages {
       .filter(p => !held.has(p.name) && bootsOn(this.components.driver.name, p.version.guest.format))
       .slice(0, MAX_OFFERED)
       .map(({ name, version }) => ({
-        name, arch: version.arch, os: version.guest.os, defaultCpus: version.guest.defaultCpus, defaultMemoryMiB: version.guest.defaultMemoryMiB, diskMiB: version.guest.diskMiB
+        name, arch: version.arch, os: version.guest.os, defaultCpus: version.guest.defaultCpus, defaultMemoryMiB: version.guest.defaultMemoryMiB, diskMiB: version.guest.diskMiB,
+        ...this.minHostOf(version)
       }))
   }
 

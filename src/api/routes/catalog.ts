@@ -104,7 +104,7 @@ export function catalogRoutes ({ catalog }: ApiComponents): RouteDef[] {
       }
     },
     {
-      method: 'put', path: '/api/v1/catalog/:id', claim: 'catalog:write', tag: 'catalog', summary: 'Change an image\'s description, required claims or minimum host',
+      method: 'put', path: '/api/v1/catalog/:id', claim: 'catalog:write', tag: 'catalog', summary: 'Change an image\'s description, required claims or minimum host (or, with version, that version\'s minimum host)',
       params: CatalogIdParams, body: UpdateImage, success: { status: 200, schema: CatalogImageSchema, description: 'the image' },
       handler: async ({ params, body }) => ({ body: await api().service.update(params.id, body) })
     },
