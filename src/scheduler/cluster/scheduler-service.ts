@@ -226,9 +226,13 @@ export class SchedulerService {
     }
   }
 
-  /** Would it fit anywhere if every host were empty? If not, waiting will never help: refuse it. */
+  /**
+   * Would it fit anywhere if every host were empty, reachable and not draining? If not, waiting
+   * will never help: refuse it. A host that is suspect, dead or cut off by a partition may come
+   * back, so a request only it could take waits (up to its queue timeout) rather than fail.
+   */
   private rejectIfNeverFits (pending: PendingVm, hosts: PlacementHost[], now?: Extract<PlacementResult, { placed: false }>): boolean {
-    const empty = hosts.map(h => ({ ...h, free: { cpus: h.capacity.cpus, memoryMiB: h.capacity.memoryMiB, diskMiB: h.capacity.diskMiB } }))
+    const empty = hosts.map(h => ({ ...h, status: 'alive' as const, draining: false, free: { cpus: h.capacity.cpus, memoryMiB: h.capacity.memoryMiB, diskMiB: h.capacity.diskMiB } }))
     const ever = place(pending.request, empty, this.policy)
     if (ever.placed) return false
     const result = now ?? ever

@@ -1,0 +1,137 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { pino } from 'pino'
+import { SchedulerService, SCHED_RPC } from '../../src/scheduler/cluster/scheduler-service.ts'
+import type { PendingVm } from '../../src/scheduler/cluster/pending.ts'
+import type { PublishedHostState } from '../../src/scheduler/cluster/published-state.ts'
+import type { VmRecord } from '../../src/scheduler/host/vm-record.ts'
+
+/**
+ * The leader's scheduler against fake hosts: each host admits into its own ledger (refusing what
+ * does not fit, as a real host does), but its gossip can be held back, so the tests see what the
+ * leader does when its view of the cluster is behind.
+ */
+function cluster (hosts: Array<{ name: string, cpus: number, labels?: Record<string, string> }>) {
+  const now = 1_000_000
+  const self = 'leader'
+  const state = new Map(hosts.map(h => [h.name, { used: 0, vms: [] as string[], version: 0, gossiped: { used: 0, version: 0 } }]))
+  const status = new Map(hosts.map(h => [h.name, 'alive' as 'alive' | 'suspect' | 'dead']))
+  const admitted: string[] = []
+  let refused = 0
+  let gossipHeld = false
+  const publish = (name: string): void => {
+    const s = state.get(name)!
+    if (!gossipHeld) s.gossiped = { used: s.used, version: s.version }
+  }
+  const hostState = (h: typeof hosts[number]): PublishedHostState => {
+    const g = state.get(h.name)!.gossiped
+    return {
+      kind: 'corral-host/2',
+      host: {
+        name: h.name,
+        capacity: { cpus: h.cpus, memoryMiB: 1 << 20, diskMiB: 1 << 30, arch: 'x86_64', os: 'linux', driver: 'sim', labels: h.labels ?? {}, simulated: true },
+        allocated: { cpus: g.used, memoryMiB: 0, diskMiB: 0 },
+        free: { cpus: h.cpus - g.used, memoryMiB: 1 << 20, diskMiB: 1 << 30 },
+        vms: { total: 0, running: 0 },
+        state: 'alive'
+      },
+      vmsVersion: g.version,
+      images: ['img'],
+      imageInfo: [{ name: 'img', arch: 'x86_64', os: 'linux', defaultCpus: 1, defaultMemoryMiB: 64, diskMiB: 1 }],
+      draining: false
+    }
+  }
+  const mesh = {
+    self: () => ({ peerId: self, nodeName: 'leader', multiaddrs: [] }),
+    members: () => [
+      { peerId: self, nodeName: 'leader', status: 'alive', self: true, state: undefined },
+      ...hosts.map(h => ({ peerId: h.name, nodeName: h.name, status: status.get(h.name), self: false, state: hostState(h) }))
+    ],
+    handleRpc: () => {},
+    unhandleRpc: () => {},
+    on: () => {},
+    off: () => {},
+    request: async (peerId: string, method: string, body: { pending: PendingVm, resources: { cpus: number } }) => {
+      assert.equal(method, SCHED_RPC.admit)
+      await new Promise(resolve => setImmediate(resolve))
+      const h = hosts.find(x => x.name === peerId)!
+      const s = state.get(peerId)!
+      if (s.used + body.resources.cpus > h.cpus) { refused++; throw new Error(`${peerId} is full`) }
+      s.used += body.resources.cpus
+      s.vms.push(body.pending.id)
+      s.version++
+      admitted.push(`${body.pending.id}@${peerId}`)
+      publish(peerId)
+      return { vm: { id: body.pending.id, host: peerId } as VmRecord, vmsVersion: s.version }
+    }
+  }
+  const election = Object.assign(new EventTarget(), { isLeader: () => true, leader: () => ({ peerId: self }) })
+  const publisher = {
+    current: () => ({ kind: 'corral-host/2', host: { name: 'leader', capacity: { cpus: 0, memoryMiB: 0, diskMiB: 0, arch: 'x86_64', os: 'linux', driver: 'sim', labels: {}, simulated: true }, allocated: { cpus: 0, memoryMiB: 0, diskMiB: 0 }, free: { cpus: 0, memoryMiB: 0, diskMiB: 0 }, vms: { total: 0, running: 0 }, state: 'alive' }, vmsVersion: 0, images: [], imageInfo: [], draining: false }),
+    vms: { mine: () => undefined, find: () => [], version: () => 0 }
+  }
+  const scheduler = new SchedulerService({ mesh, election, publisher, logger: pino({ level: 'silent' }), clock: () => now } as never, 'binpack')
+  let seq = 0
+  const request = (cpus: number, extra: Partial<PendingVm['request']> = {}): PendingVm => ({
+    id: `vm-${String(seq++).padStart(3, '0')}`,
+    request: { image: 'img', cpus, memoryMiB: 64, owner: 'ci', ...extra },
+    priority: 50,
+    enqueuedAt: now + seq,
+    deadline: now + 60_000,
+    gateway: self,
+    gatewayName: 'leader',
+    state: 'queued'
+  })
+  return {
+    scheduler,
+    request,
+    state,
+    admitted,
+    refused: () => refused,
+    holdGossip: (held: boolean) => { gossipHeld = held; if (!held) for (const h of hosts) publish(h.name) },
+    setStatus: (name: string, s: 'alive' | 'suspect' | 'dead') => { status.set(name, s) }
+  }
+}
+
+test('many requests at once are admitted in parallel and never beyond what a host holds, even when gossip lags', async () => {
+  const c = cluster([{ name: 'h1', cpus: 4 }, { name: 'h2', cpus: 4 }, { name: 'h3', cpus: 4 }])
+  c.holdGossip(true) // the leader sees every host empty the whole time
+  const answers = await Promise.all(Array.from({ length: 12 }, async () => await c.scheduler.submit(c.request(1))))
+  assert.deepEqual(answers.map(a => a.outcome), Array(12).fill('placed'))
+  for (const [name, s] of c.state) assert.equal(s.used, 4, `${name} holds exactly its 4 CPUs`)
+  // A 13th finds nothing: it waits rather than being sent to a full host.
+  const more = await c.scheduler.submit(c.request(1))
+  assert.equal(more.outcome, 'queued')
+  assert.equal(c.refused(), 0, 'no host was sent more than it holds')
+})
+
+test('one request after another while gossip lags: what each host was promised counts until its gossip shows it', async () => {
+  const c = cluster([{ name: 'h1', cpus: 3 }, { name: 'h2', cpus: 3 }])
+  c.holdGossip(true)
+  for (let i = 0; i < 6; i++) assert.equal((await c.scheduler.submit(c.request(1))).outcome, 'placed')
+  assert.equal(c.refused(), 0, 'each pass counted the admissions of the passes before it')
+  c.holdGossip(false) // gossip catches up: the promises are forgotten, the free figures take over
+  assert.equal((await c.scheduler.submit(c.request(1))).outcome, 'queued')
+  assert.equal(c.refused(), 0)
+})
+
+test('a host that refuses is passed over and the next one takes the request', async () => {
+  const c = cluster([{ name: 'h1', cpus: 4 }, { name: 'h2', cpus: 4 }])
+  // h1 is secretly full (someone else's VMs the leader has not heard of).
+  c.state.get('h1')!.used = 4
+  const answer = await c.scheduler.submit(c.request(2))
+  assert.equal(answer.outcome, 'placed')
+  assert.equal(answer.outcome === 'placed' ? answer.host : '', 'h2')
+})
+
+test('a request only an unreachable host could take waits for it instead of being refused', async () => {
+  const c = cluster([{ name: 'small', cpus: 2 }, { name: 'big', cpus: 16, labels: { gpu: 'yes' } }])
+  c.setStatus('big', 'suspect')
+  const waits = await c.scheduler.submit(c.request(8))
+  assert.equal(waits.outcome, 'queued')
+  const labelled = await c.scheduler.submit(c.request(1, { labels: { gpu: 'yes' } }))
+  assert.equal(labelled.outcome, 'queued')
+  // What no host could ever take is still refused at once.
+  const never = await c.scheduler.submit(c.request(64))
+  assert.equal(never.outcome, 'rejected')
+})
