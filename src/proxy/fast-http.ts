@@ -159,6 +159,9 @@ class Http1Connection implements ResponseSink {
   /** When the connection became idle (no request in progress), or when a request head began. */
   private idleSince: number
   private headSince = 0
+  /** Heads completed during the read being parsed. */
+  private headsThisRead = 0
+  private readonly onRequestComplete = (): void => { this.requestComplete() }
 
   constructor (server: FastHttp, socket: Socket, gate: Http1Gate, options: HttpServeOptions) {
     this.server = server
@@ -177,6 +180,7 @@ class Http1Connection implements ResponseSink {
       this.partialHeaders = undefined
       this.partialUrl = ''
       this.headSince = 0
+      this.headsThisRead++
       if (this.current != null) {
         // Pipelined: it waits for the answer in flight.
         this.parked = { head, rest: undefined, then: undefined }
@@ -185,8 +189,8 @@ class Http1Connection implements ResponseSink {
       return this.dispatch(head, true)
     }
     parser[llhttp.kOnBody] = (chunk: Buffer) => { this.requestBody(chunk) }
-    parser[llhttp.kOnMessageComplete] = () => { this.requestComplete() }
-    parser[llhttp.kOnMessageBegin] = () => { if (this.headSince === 0) this.headSince = performance.now() }
+    // Set only while a request body is read (start()): a call into JS per request saved otherwise.
+    parser[llhttp.kOnMessageComplete] = null
     // As Node's server reads its connections: the parser takes what the socket reads, natively
     // (no buffer and no 'data' event per read in JS). Else 'data' events.
     const handle = (socket as unknown as { _handle?: StreamHandle })._handle
@@ -233,6 +237,9 @@ class Http1Connection implements ResponseSink {
 
   /** After the parser ran over `chunk` (undefined: the read it consumed itself). */
   private executed (result: number | ParseError, chunk: Buffer | undefined): void {
+    // Bytes with no whole head and no request in flight: a head has begun (headers timeout).
+    if (this.headsThisRead === 0 && this.current == null && this.parked == null && this.headSince === 0) this.headSince = performance.now()
+    this.headsThisRead = 0
     if (this.corked != null) {
       this.corked.stream.uncork()
       this.corked = undefined
@@ -387,6 +394,7 @@ class Http1Connection implements ResponseSink {
       retryable: bodiless && IDEMPOTENT.has(head.method)
     }
     this.current = exchange
+    if (!bodiless) this.parser[this.server.llhttp.kOnMessageComplete] = this.onRequestComplete
     if (!bodiless && this.corked == null) {
       this.corked = conn
       conn.stream.cork()
@@ -417,6 +425,7 @@ class Http1Connection implements ResponseSink {
   }
 
   private requestComplete (): void {
+    this.parser[this.server.llhttp.kOnMessageComplete] = null
     const exchange = this.current
     if (exchange == null || exchange.requestDone) return
     exchange.requestDone = true
