@@ -154,7 +154,7 @@ try {
   }
   const direct = results.get(targets[0].name) as { rps: number[], p50: number[] }
   console.log(`proxy-http: ${rounds} rounds of ${seconds} s per target, ${cpus().length} CPUs, load average ${loadavg().map(l => l.toFixed(1)).join(' ')}`)
-  console.log('target                               req/s (32 conns)  vs nginx   proxy CPU/req   p50 (1 conn)  added p50   p99 (1 conn)')
+  console.log('target                               req/s (32 conns)  vs nginx   proxy CPU/req   p50 (1 conn)  added p50   p99 (1 conn)   vs nginx by round')
   for (const t of targets) {
     const r = results.get(t.name) as Result
     const rps = median(r.rps)
@@ -163,7 +163,7 @@ try {
     // Each round's ratio to its nginx row measured moments before, then the median of those.
     const versus = (results.get(t.versus ?? targets[1].name) as Result).rps
     const ratio = median(r.rps.map((x, i) => x / versus[i]))
-    console.log(`${t.name.padEnd(37)}${rps.toFixed(0).padStart(10)}       ${(100 * ratio).toFixed(0).padStart(4)}%   ${cpu.padStart(11)}   ${p50.toFixed(3).padStart(8)} ms  ${(p50 - median(direct.p50)).toFixed(3).padStart(8)} ms  ${median(r.p99).toFixed(3).padStart(8)} ms`)
+    console.log(`${t.name.padEnd(37)}${rps.toFixed(0).padStart(10)}       ${(100 * ratio).toFixed(0).padStart(4)}%   ${cpu.padStart(11)}   ${p50.toFixed(3).padStart(8)} ms  ${(p50 - median(direct.p50)).toFixed(3).padStart(8)} ms  ${median(r.p99).toFixed(3).padStart(8)} ms   ${r.rps.map((x, i) => `${(100 * x / versus[i]).toFixed(0)}%`).join(' ')}`)
   }
   console.log('vs nginx: median of the rounds\' ratios to the nginx row (access log on: to nginx with its access log on)')
   void upstreamWorker
