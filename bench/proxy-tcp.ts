@@ -7,7 +7,8 @@
  *                  hop over a libp2p stream (mesh) or a direct TLS tunnel
  *   port-forward   client -> websocket to the VM node's API (what `corral port-forward` does) -> guest
  * Nodes are bench/proxy-harness.ts processes. Rounds alternate the paths; medians are printed,
- * with the CPU each process used per GiB. Asserts nothing.
+ * with the CPU each process used per GiB; a download cut short is counted and shown for its path
+ * (the mesh-stream path is cut at load averages above ~20 here) and the run goes on. Asserts nothing.
  *
  *   node bench/proxy-tcp.ts [rounds=3] [MiB=1024]
  */
@@ -95,7 +96,7 @@ try {
     }
   ]
   const processes: Record<string, ChildProcess> = { guest: guest.child, 'node a': a.child, 'node b': b.child }
-  const results = new Map(paths.map(p => [p.name, { rate: [] as number[], cpu: {} as Record<string, number[]> }]))
+  const results = new Map(paths.map(p => [p.name, { rate: [] as number[], cpu: {} as Record<string, number[]>, failed: [] as string[] }]))
   await download(paths[1].open) // warm-up
   const meshOnly = paths.filter(p => p.name.includes('mesh stream'))
   for (const [phase, list] of [['direct tunnels', paths.filter(p => !meshOnly.includes(p))], ['mesh streams', meshOnly]] as const) {
@@ -109,8 +110,15 @@ try {
     for (const path of list) {
       const before = Object.fromEntries(Object.entries(processes).map(([n, c]) => [n, cpuSeconds(c.pid as number)]))
       const clientBefore = process.cpuUsage()
-      const rate = await download(path.open)
-      const r = results.get(path.name) as { rate: number[], cpu: Record<string, number[]> }
+      const r = results.get(path.name) as { rate: number[], cpu: Record<string, number[]>, failed: string[] }
+      let rate: number
+      try {
+        rate = await download(path.open)
+      } catch (err) {
+        // Counted and shown, not the end of the run: the other paths are still measured.
+        r.failed.push((err as Error).message)
+        continue
+      }
       r.rate.push(rate)
       for (const [n, c] of Object.entries(processes)) (r.cpu[n] ??= []).push((cpuSeconds(c.pid as number) - before[n]) / (bytes / 1024 ** 3))
       const used = process.cpuUsage(clientBefore);
@@ -122,10 +130,15 @@ try {
   console.log(`proxy-tcp: ${rounds} rounds of ${mib} MiB per path, ${cpus().length} CPUs, load average ${loadavg().map(l => l.toFixed(1)).join(' ')}`)
   console.log('path                                     MiB/s   vs direct   CPU s per GiB: client  guest  node a  node b')
   for (const path of paths) {
-    const r = results.get(path.name) as { rate: number[], cpu: Record<string, number[]> }
+    const r = results.get(path.name) as { rate: number[], cpu: Record<string, number[]>, failed: string[] }
+    const failed = r.failed.length > 0 ? `   ${r.failed.length} of ${rounds} cut: ${r.failed[0]}` : ''
+    if (r.rate.length === 0) {
+      console.log(`${path.name.padEnd(38)}       -         -${failed}`)
+      continue
+    }
     const rate = median(r.rate)
     const c = (n: string): string => median(r.cpu[n]).toFixed(2).padStart(6)
-    console.log(`${path.name.padEnd(38)}${rate.toFixed(0).padStart(8)}   ${(100 * rate / direct).toFixed(0).padStart(6)}%                ${c('client')} ${c('guest')}  ${c('node a')}  ${c('node b')}`)
+    console.log(`${path.name.padEnd(38)}${rate.toFixed(0).padStart(8)}   ${(100 * rate / direct).toFixed(0).padStart(6)}%                ${c('client')} ${c('guest')}  ${c('node a')}  ${c('node b')}${failed}`)
   }
 } finally {
   for (const child of children) child.kill('SIGTERM')
