@@ -6,6 +6,7 @@ import { printObject, printRows } from './output.ts'
 import { clusterCommands } from './cluster-commands.ts'
 import { portForwardCommand } from './port-forward.ts'
 import { catalogCommands } from './catalog-commands.ts'
+import { proxyCommands } from './proxy-commands.ts'
 
 interface GlobalOptions {
   server?: string
@@ -154,7 +155,7 @@ export function clientCommands (env: Record<string, string | undefined>): Comman
     printObject(res, json(cmd))
   })
 
-  return [login, vm, image, ...clusterCommands(client, json), ...catalogCommands(client, json), portForwardCommand(client, json)]
+  return [login, vm, image, ...clusterCommands(client, json), ...catalogCommands(client, json), portForwardCommand(client, json), proxyCommands(client, json)]
 }
 
 /** Polls the VM until it reaches `want` (or fails), with a spinner for people. */
