@@ -161,6 +161,8 @@ class Http1Connection implements ResponseSink {
   private headSince = 0
   /** Heads completed during the read being parsed. */
   private headsThisRead = 0
+  /** The last request's target and Host, for the next one (targetOf). */
+  private lastTarget: { host: string | undefined, target: HttpTarget } | undefined
   private readonly onRequestComplete = (): void => { this.requestComplete() }
 
   constructor (server: FastHttp, socket: Socket, gate: Http1Gate, options: HttpServeOptions) {
@@ -268,7 +270,7 @@ class Http1Connection implements ResponseSink {
    * parked (PAUSE) for a check or a connection, a refusal, or the handover.
    */
   private dispatch (head: Head, inParser: boolean): number {
-    const target = this.eligible(head) ? httpTargetFor(head.url, head.header('host'), this.server.clusterDomain) : undefined
+    const target = this.eligible(head) ? this.targetOf(head) : undefined
     if (target == null || target.upstreamPath === '') return this.handOverAt(head, inParser)
     let admitted: ConnectionInfo | Promise<ConnectionInfo> | null
     try {
@@ -491,9 +493,10 @@ class Http1Connection implements ResponseSink {
     this.flush()
     const conn = exchange.conn as UpstreamConnection
     exchange.conn = undefined
-    if (conn.keepAlive && exchange.requestDone) this.server.pool.release(conn)
+    const now = performance.now()
+    if (conn.keepAlive && exchange.requestDone) this.server.pool.release(conn, now)
     else conn.destroy()
-    this.finish(exchange, exchange.status)
+    this.finish(exchange, exchange.status, now)
   }
 
   fail (err: Error): void {
@@ -537,10 +540,10 @@ class Http1Connection implements ResponseSink {
     this.finish(exchange, answer.status)
   }
 
-  private finish (exchange: Exchange, status: number): void {
-    this.log(exchange, status)
+  private finish (exchange: Exchange, status: number, now = performance.now()): void {
+    this.log(exchange, status, now)
     this.current = undefined
-    this.idleSince = performance.now()
+    this.idleSince = now
     if (this.closesAfter(exchange)) {
       this.close()
       return
@@ -585,9 +588,28 @@ class Http1Connection implements ResponseSink {
     this.socket.write(text)
   }
 
-  private log (exchange: Exchange, status: number): void {
+  private log (exchange: Exchange, status: number, now = performance.now()): void {
     this.server.counts.requests++
-    this.gate.done({ head: exchange.head, target: exchange.target, subject: exchange.info.subject, status, ms: performance.now() - exchange.started })
+    this.gate.done({ head: exchange.head, target: exchange.target, subject: exchange.info.subject, status, ms: now - exchange.started })
+  }
+
+  /**
+   * The VM port a request is for (targets.ts). A client sends request after request for the same
+   * one: a target under the last one's prefix (same Host) is the same VM port, checked once.
+   */
+  private targetOf (head: Head): HttpTarget | undefined {
+    const host = head.header('host')
+    const last = this.lastTarget
+    if (last != null && host === last.host) {
+      const { target } = last
+      if (target.kind === 'host') return { ...target, upstreamPath: head.url }
+      if (head.url.startsWith(target.prefix) && head.url.charCodeAt(target.prefix.length) === 47 /* / */) {
+        return { ...target, upstreamPath: head.url.slice(target.prefix.length) }
+      }
+    }
+    const target = httpTargetFor(head.url, host, this.server.clusterDomain)
+    if (target != null && target.upstreamPath !== '') this.lastTarget = { host, target }
+    return target
   }
 
   // --- the connection ---

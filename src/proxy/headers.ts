@@ -80,7 +80,10 @@ export function connectionTokens (raw: string[]): Set<string> | undefined {
   let tokens: Set<string> | undefined
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i].length !== 10 || raw[i].toLowerCase() !== 'connection') continue
-    for (const part of raw[i + 1].split(',')) {
+    // The usual values name only what is hop-by-hop anyway.
+    const value = raw[i + 1]
+    if (value.length <= 10 && (value === 'keep-alive' || value === 'close' || value.toLowerCase() === 'keep-alive' || value.toLowerCase() === 'close')) continue
+    for (const part of value.split(',')) {
       const t = part.trim().toLowerCase()
       if (t !== '') (tokens ??= new Set()).add(t)
     }

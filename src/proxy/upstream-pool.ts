@@ -192,7 +192,7 @@ export class UpstreamPool {
   }
 
   /** Back to the pool after a complete exchange (closed instead when the pool is full). */
-  release (conn: UpstreamConnection): void {
+  release (conn: UpstreamConnection, now = performance.now()): void {
     if (conn.closed) return
     let list = this.idle.get(conn.key)
     if (list == null) {
@@ -203,7 +203,7 @@ export class UpstreamPool {
       conn.destroy()
       return
     }
-    conn.idleSince = performance.now()
+    conn.idleSince = now
     // A connection held back by a slow client must read again, or it would not see its own close.
     conn.stream.resume()
     list.push(conn)

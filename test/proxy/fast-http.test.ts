@@ -5,7 +5,7 @@ import { createServer, request, type IncomingMessage, type Server } from 'node:h
 import { connect, createServer as createTcpServer, type Socket } from 'node:net'
 import fc from 'fast-check'
 import { WebSocketServer } from 'ws'
-import { startProxyFixture, listen, eventually, type ProxyFixture } from './fixture.ts'
+import { startProxyFixture, listen, eventually, DOMAIN, type ProxyFixture } from './fixture.ts'
 
 // The proxy's own HTTP/1.1 path (src/proxy/fast-http.ts), driven over raw loopback connections:
 // keep-alive and pipelining, the handover to Node's server for everything else, framing of
@@ -198,6 +198,29 @@ test('one keep-alive connection: proxied requests on the fast path, then an API 
     ['GET', path('/a'), 200, 'ci'], ['POST', path('/b'), 200, 'ci'], ['POST', path('/c'), 200, 'ci'], ['GET', path('/d'), 200, 'ci']
   ], 'every proxied request has its access-log line, on either path')
   client.socket.destroy()
+})
+
+test('one connection, several VM ports and routes: each request goes where its own target says', async () => {
+  const other = await fx.createVm()
+  const client = await RawClient.open()
+  const sim = (id: string, port: number): RegExp => new RegExp(`corral simulated VM [^,]+, port ${port}`)
+  client.socket.write(get(path('/one')))
+  assert.equal((await client.answer()).body.toString(), summary('GET', '/one', ''))
+  client.socket.write(get(`/proxy/vms/${vm}/80/`))
+  assert.match((await client.answer()).body.toString(), sim(vm, 80))
+  client.socket.write(get(`/proxy/vms/${vm}/8080x/`))
+  assert.equal((await client.answer()).status, 404, 'not a VM port: Node\'s server answers')
+  const again = await RawClient.open()
+  again.socket.write(get(path('/two')))
+  assert.equal((await again.answer()).body.toString(), summary('GET', '/two', ''))
+  again.socket.write(get(`/proxy/vms/${other.id}/8080/`))
+  assert.match((await again.answer()).body.toString(), sim(other.id, 8080), 'another VM, same port')
+  again.socket.write(`GET /three HTTP/1.1\r\nHost: ${vm}-8080.${DOMAIN}\r\nAuthorization: Bearer ${token}\r\n\r\n`)
+  assert.equal((await again.answer()).body.toString(), summary('GET', '/three', ''), 'a host-name route')
+  again.socket.write(get(path('/four')))
+  assert.equal((await again.answer()).body.toString(), summary('GET', '/four', ''))
+  client.socket.destroy()
+  again.socket.destroy()
 })
 
 test('pipelined requests are answered in order, the fast path\'s and Node\'s', async () => {
