@@ -55,6 +55,11 @@ export function createArtifactoryProvider (init: ArtifactoryProviderInit): Stora
   }
 
   const bytes = async (res: Response): Promise<Buffer> => Buffer.from(await res.arrayBuffer())
+  /** A listing's date (ISO 8601 from the storage API, an HTTP date from nginx), if it parses. */
+  const modified = (date: string | undefined): { modifiedAt?: number } => {
+    const at = date != null ? Date.parse(date) : NaN
+    return Number.isFinite(at) ? { modifiedAt: at } : {}
+  }
 
   /** Artifactory's storage API: one call lists a whole subtree. */
   async function * listStorageApi (full: string, options?: ProviderCallOptions): AsyncGenerator<ObjectInfo> {
@@ -68,10 +73,10 @@ export function createArtifactoryProvider (init: ArtifactoryProviderInit): Stora
       throw new NoStorageApi()
     }
     if (!res.ok) throw await refuse(res, 'list', full)
-    const body = await res.json() as { files?: Array<{ uri: string, size: number, folder?: boolean }> }
+    const body = await res.json() as { files?: Array<{ uri: string, size: number, folder?: boolean, lastModified?: string }> }
     for (const f of body.files ?? []) {
       if (f.folder === true) continue
-      yield { key: (full + f.uri.replace(/^\//, '')).slice(prefix.length), size: f.size }
+      yield { key: (full + f.uri.replace(/^\//, '')).slice(prefix.length), size: f.size, ...modified(f.lastModified) }
     }
   }
 
@@ -82,11 +87,11 @@ export function createArtifactoryProvider (init: ArtifactoryProviderInit): Stora
     const res = await send('GET', url, options)
     if (res.status === 404) { await res.body?.cancel(); return }
     if (!res.ok) throw await refuse(res, 'list', full)
-    const entries = await res.json().catch(() => undefined) as Array<{ name: string, type: string, size?: number }> | undefined
+    const entries = await res.json().catch(() => undefined) as Array<{ name: string, type: string, size?: number, mtime?: string }> | undefined
     if (!Array.isArray(entries)) throw new ProviderError(`${where} has neither Artifactory's storage API nor JSON folder indexes, so it cannot be listed`, { provider: 'artifactory' })
     for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : 1))) {
       if (e.type === 'directory') yield * listIndexes(`${full}${e.name}/`, options, depth + 1)
-      else if (e.type === 'file') yield { key: (full + e.name).slice(prefix.length), size: e.size ?? 0 }
+      else if (e.type === 'file') yield { key: (full + e.name).slice(prefix.length), size: e.size ?? 0, ...modified(e.mtime) }
     }
   }
 

@@ -91,7 +91,7 @@ export function createAzureProvider (init: AzureProviderInit): StorageProvider {
       const full = prefix + normalisePrefix(listPrefix)
       try {
         for await (const item of container.listBlobsFlat({ prefix: full, abortSignal: options?.signal })) {
-          yield { key: item.name.slice(prefix.length), size: item.properties.contentLength ?? 0 }
+          yield { key: item.name.slice(prefix.length), size: item.properties.contentLength ?? 0, ...(item.properties.lastModified != null ? { modifiedAt: item.properties.lastModified.getTime() } : {}) }
         }
       } catch (err) {
         throw fail('list', listPrefix, err)

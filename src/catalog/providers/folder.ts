@@ -88,7 +88,10 @@ export function createFolderProvider (init: FolderProviderInit): StorageProvider
           if (keyPrefix === '' && entry.name === TMP) continue
           const key = keyPrefix + entry.name
           if (entry.isDirectory()) yield * walk(join(dir, entry.name), `${key}/`)
-          else if (entry.isFile()) yield { key, size: (await stat(join(dir, entry.name))).size }
+          else if (entry.isFile()) {
+            const st = await stat(join(dir, entry.name))
+            yield { key, size: st.size, modifiedAt: st.mtimeMs }
+          }
         }
       }
       yield * walk(start, p)

@@ -170,7 +170,7 @@ export function createS3Provider (init: S3ProviderInit): StorageProvider {
           throw fail('list', listPrefix, err)
         }
         for (const item of res.Contents ?? []) {
-          if (item.Key != null) yield { key: item.Key.slice(prefix.length), size: item.Size ?? 0 }
+          if (item.Key != null) yield { key: item.Key.slice(prefix.length), size: item.Size ?? 0, ...(item.LastModified != null ? { modifiedAt: item.LastModified.getTime() } : {}) }
         }
         if (res.IsTruncated !== true || res.NextContinuationToken == null) return
         ContinuationToken = res.NextContinuationToken

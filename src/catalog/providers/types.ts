@@ -9,6 +9,8 @@ export type ProviderKind = 'folder' | 's3' | 'azure' | 'artifactory'
 export interface ObjectInfo {
   key: string
   size: number
+  /** When it was last written (ms since the epoch), where the provider says; garbage collection keeps young objects. */
+  modifiedAt?: number
 }
 
 export interface ProviderCallOptions {

@@ -5,7 +5,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import type { StorageProvider } from '../../../src/catalog/providers/types.ts'
+import type { ObjectInfo, StorageProvider } from '../../../src/catalog/providers/types.ts'
 import { ObjectNotFoundError } from '../../../src/catalog/errors.ts'
 
 export function providerCompliance (label: string, provider: () => StorageProvider, options: { largeBytes?: number } = {}): void {
@@ -54,11 +54,13 @@ export function providerCompliance (label: string, provider: () => StorageProvid
     await Promise.all(Array.from({ length: 25 }, async (_, i) => await p.put(`list-test/a/${String(i).padStart(2, '0')}`, Buffer.alloc(i + 1))))
     await p.put('list-test/b/x', Buffer.alloc(3))
     await p.put('list-test-other', Buffer.alloc(3))
-    const seen: Array<{ key: string, size: number }> = []
+    const seen: ObjectInfo[] = []
     for await (const item of p.list('list-test/a/')) seen.push(item)
     assert.equal(seen.length, 25)
     assert.deepEqual(seen.map(s => s.key).sort(), Array.from({ length: 25 }, (_, i) => `list-test/a/${String(i).padStart(2, '0')}`))
     assert.ok(seen.every(s => s.size === Number(s.key.slice(-2)) + 1))
+    // When each was written, which garbage collection needs (to keep what a push just wrote).
+    assert.ok(seen.every(s => typeof s.modifiedAt === 'number' && Math.abs(s.modifiedAt - Date.now()) < 24 * 3600_000), JSON.stringify(seen[0]))
     const all: string[] = []
     for await (const item of p.list('list-test')) all.push(item.key)
     assert.equal(all.length, 26, 'a prefix is a folder: list-test-other is not under list-test/')
