@@ -15,7 +15,8 @@ import type { RecordStore } from '../node/index.ts'
 import { ChunkStore } from './chunk-store.ts'
 import { ImageCache, cachedName, type CachedImage } from './image-cache.ts'
 import { CatalogRecords, checkImageId, checkVersion, normaliseArch, parseRef, DEFAULT_TAG, TAG } from './records.ts'
-import { Repository, knownLocations } from './repository.ts'
+import { Repository, knownLocations, packKey, versionKey } from './repository.ts'
+import { collectGarbage, leaseKey, DEFAULT_GRACE_MS, LEASE_REFRESH_MS, type GarbageReport, type PushLease } from './garbage.ts'
 import { packFolder, type BlobSink } from './pack.ts'
 import { BundleWriter, removeTree } from './unpack.ts'
 import { countHeld, fetchSegment, fetchUnits, segmentsOf, READ_BYTES, type BlobSource, type FetchCounters, type FetchOptions, type Segment, type SegmentRouting } from './transfer.ts'
@@ -29,7 +30,7 @@ import { importPdsPacks, type ImportOptions, type ImportOutcome } from './import
 import { checkAccess } from './access.ts'
 import {
   BundleInvalidError, CatalogJobNotFoundError, CatalogRequestError, CatalogVersionExistsError, ChunkCorruptError, ChunkNotFoundError,
-  ProviderConfigError, CatalogAccessDeniedError, ImageRevokedError, CatalogImageNotFoundError, CatalogVersionNotFoundError
+  ProviderConfigError, CatalogAccessDeniedError, ImageRevokedError, CatalogImageNotFoundError, CatalogVersionNotFoundError, PackGoneError
 } from './errors.ts'
 import type { ProviderKind, StorageProvider } from './providers/types.ts'
 import type { CatalogArch, CatalogEntry, CatalogImage, CatalogUser, CatalogVersion, MinHost, TransferProgress } from './types.ts'
@@ -306,20 +307,45 @@ export class CatalogService extends EventTarget {
     return this.records.entry(id)
   }
 
-  /** Removes catalog metadata (the stored chunks stay: other versions may share them). */
+  /**
+   * Removes catalog metadata and the versions' documents in storage; their chunks stay (other
+   * versions may share them) until a garbage collection finds them unreferenced.
+   */
   async remove (id: string, version?: string, arch?: string): Promise<void> {
     checkImageId(id)
-    if (version == null) await this.records.deleteImage(id)
-    else {
+    if (version == null) {
+      const versions = this.records.versions(id)
+      await this.records.deleteImage(id)
+      await this.forgetVersionDocs(versions)
+    } else {
       const versions = this.records.versions(id).filter(v => v.version === version && (arch == null || v.arch === normaliseArch(arch)))
       if (versions.length === 0) throw new CatalogVersionNotFoundError(`image "${id}" has no version ${version}`, { image: id, version })
       for (const v of versions) await this.records.deleteVersion(v)
+      await this.forgetVersionDocs(versions)
       const image = this.records.image(id)
       if (image != null && Object.values(image.tags).includes(version) && !this.records.versions(id).some(v => v.version === version)) {
         await this.records.putImage({ ...image, tags: Object.fromEntries(Object.entries(image.tags).filter(([, v]) => v !== version)), updatedAt: this.now() })
       }
     }
     this.changed('removed')
+  }
+
+  /**
+   * Removes deleted versions' documents from their provider, so that garbage collection no longer
+   * counts them as alive. Where this node lacks the provider they stay (a collection with
+   * forgetOrphans removes them).
+   */
+  private async forgetVersionDocs (versions: CatalogVersion[]): Promise<void> {
+    for (const v of versions) {
+      const provider = this.init.providers[v.provider]
+      if (provider == null) {
+        this.log.warn({ image: v.image, version: v.version, arch: v.arch, provider: v.provider }, 'this node has no such provider: the deleted version\'s document stays in storage until a garbage collection with forgetOrphans')
+        continue
+      }
+      await provider.delete(versionKey(v.image, v.version, v.arch), { signal: this.abort.signal }).catch((err: Error) => {
+        this.log.warn({ image: v.image, version: v.version, err: err.message }, 'could not remove a deleted version\'s document from storage; a garbage collection with forgetOrphans will')
+      })
+    }
   }
 
   /** The version a reference means for this host (or `arch`), checked for the user. */
@@ -372,35 +398,45 @@ export class CatalogService extends EventTarget {
     progress.phase = 'uploading'
     emit(true)
     const local: BlobSink | undefined = this.init.cacheOnPush === false ? undefined : { has: async () => undefined, put: async (id, stored) => { await this.store.put(id, stored, { verified: true }) } }
-    // Where the chunks of earlier versions in this provider are: those are referenced, not stored again.
-    const earlier = await Promise.all(this.records.allVersions().filter(v => v.provider === providerName).map(async v => await this.manifestOf(v).catch(() => undefined)))
-    const sink = repo.packSink({ signal: this.abort.signal, also: local, known: knownLocations(earlier.filter((m): m is BundleManifest => m != null)), packBytes: this.init.packBytes, concurrency: Math.max(1, Math.floor(this.init.concurrency / 2)) })
-    const manifest = await packFolder(path, sink, {
-      chunking: this.init.chunking ?? DEFAULT_CHUNKING,
-      zstdLevel: this.init.zstdLevel,
-      concurrency: this.init.concurrency,
-      signal: this.abort.signal,
-      onProgress: p => {
-        progress.chunksDone = p.blobsSent + p.blobsReused
-        progress.chunksReused = p.blobsReused
-        progress.bytesDone = p.bytesRead
-        progress.bytesTotal = p.totalBytes
-        progress.bytesFromProvider = p.bytesSent
-        emit(false)
+    // Announced in the provider while it runs: garbage collection leaves alone the packs it builds on.
+    const lease = await this.startLease(repo, image, version, by)
+    let manifest: BundleManifest
+    let record: CatalogVersion
+    try {
+      // Where the chunks of earlier versions in this provider are: those are referenced, not stored again.
+      const earlier = await Promise.all(this.records.allVersions().filter(v => v.provider === providerName).map(async v => await this.manifestOf(v).catch(() => undefined)))
+      const known = knownLocations(earlier.filter((m): m is BundleManifest => m != null))
+      const sink = repo.packSink({ signal: this.abort.signal, also: local, known, packBytes: this.init.packBytes, concurrency: Math.max(1, Math.floor(this.init.concurrency / 2)) })
+      manifest = await packFolder(path, sink, {
+        chunking: this.init.chunking ?? DEFAULT_CHUNKING,
+        zstdLevel: this.init.zstdLevel,
+        concurrency: this.init.concurrency,
+        signal: this.abort.signal,
+        onProgress: p => {
+          progress.chunksDone = p.blobsSent + p.blobsReused
+          progress.chunksReused = p.blobsReused
+          progress.bytesDone = p.bytesRead
+          progress.bytesTotal = p.totalBytes
+          progress.bytesFromProvider = p.bytesSent
+          emit(false)
+        }
+      })
+      progress.chunksTotal = progress.chunksDone = Object.keys(manifest.blobs).length
+      await this.checkReusedPacks(repo, manifest, known)
+      const digest = await repo.putManifest(manifest, { signal: this.abort.signal })
+      await this.saveManifest(digest, manifest)
+      const guest = described.guest.format === 'qemu' || options.guest?.diskMiB != null ? described.guest : { ...described.guest, diskMiB: Math.max(1, Math.ceil(manifest.size / 1048576)) }
+      record = {
+        image, version, arch, manifest: digest, provider: providerName,
+        size: manifest.size, storedSize: manifest.storedSize, chunks: Object.keys(manifest.blobs).length,
+        guest, createdBy: by, createdAt: this.now()
       }
-    })
-    progress.chunksTotal = progress.chunksDone = Object.keys(manifest.blobs).length
-    const digest = await repo.putManifest(manifest, { signal: this.abort.signal })
-    await this.saveManifest(digest, manifest)
-    const guest = described.guest.format === 'qemu' || options.guest?.diskMiB != null ? described.guest : { ...described.guest, diskMiB: Math.max(1, Math.ceil(manifest.size / 1048576)) }
-    const record: CatalogVersion = {
-      image, version, arch, manifest: digest, provider: providerName,
-      size: manifest.size, storedSize: manifest.storedSize, chunks: Object.keys(manifest.blobs).length,
-      guest, createdBy: by, createdAt: this.now()
+      if (options.minHost != null) record.minHost = options.minHost
+      await repo.putVersionDoc(record, { signal: this.abort.signal })
+      await this.records.putVersion(record)
+    } finally {
+      await lease.end()
     }
-    if (options.minHost != null) record.minHost = options.minHost
-    await repo.putVersionDoc(record, { signal: this.abort.signal })
-    await this.records.putVersion(record)
     const existing = this.records.image(image)
     const tags = { ...(existing?.tags ?? {}) }
     for (const tag of options.tags ?? [DEFAULT_TAG]) tags[tag] = version
@@ -420,7 +456,7 @@ export class CatalogService extends EventTarget {
     progress.phase = 'done'
     emit(true)
     // Holding every chunk, this node can serve the new version to the first hosts that pull it.
-    if (local != null) await this.peerRouting?.end(digest, true).catch(() => {})
+    if (local != null) await this.peerRouting?.end(record.manifest, true).catch(() => {})
     this.log.info({ image, version, arch, provider: providerName, sizeMiB: Math.round(manifest.size / 1048576), sentMiB: Math.round(progress.bytesFromProvider / 1048576), by }, 'image version pushed')
     this.changed('pushed')
     if (local != null) {
@@ -428,6 +464,66 @@ export class CatalogService extends EventTarget {
       if (evicted != null && (evicted.evictedChunks > 0 || evicted.evictedImages.length > 0)) this.changed('evicted')
     }
     return record
+  }
+
+  /**
+   * Writes this push's lease into the provider and refreshes it until end() (which removes it).
+   * A lease that cannot be written fails the push: without it a collection could remove what the
+   * push builds on.
+   */
+  private async startLease (repo: Repository, image: string, version: string, by: string): Promise<{ end: () => Promise<void> }> {
+    const key = leaseKey(randomUUID())
+    const startedAt = this.now()
+    const write = async (): Promise<void> => {
+      await repo.provider.put(key, Buffer.from(JSON.stringify({ image, version, by, startedAt, refreshedAt: this.now() } satisfies Omit<PushLease, 'id'>)), { signal: this.abort.signal })
+    }
+    await write()
+    const timer = setInterval(() => { write().catch((err: Error) => this.log.warn({ err: err.message, image, version }, 'could not refresh a push\'s lease in storage')) }, LEASE_REFRESH_MS)
+    timer.unref()
+    return {
+      end: async () => {
+        clearInterval(timer)
+        await repo.provider.delete(key).catch((err: Error) => this.log.warn({ err: err.message, key }, 'could not remove a push\'s lease from storage; garbage collection ignores it once stale'))
+      }
+    }
+  }
+
+  /** The packs of earlier versions this push references must still be there (a collection may have run). */
+  private async checkReusedPacks (repo: Repository, manifest: BundleManifest, known: Map<string, { pack?: string }>): Promise<void> {
+    const packs = new Set<string>()
+    for (const id of Object.keys(manifest.blobs)) {
+      const pack = known.get(id)?.pack
+      if (pack != null) packs.add(pack)
+    }
+    await forEachLimit(packs, 8, async pack => {
+      if (await repo.provider.head(packKey(pack), { signal: this.abort.signal }) == null) {
+        throw new PackGoneError(`pack ${pack.slice(0, 12)}… that this push shares chunks with was removed from ${repo.provider.describe()} while it ran (catalog garbage collection of a deleted version?); push again: those chunks will be uploaded anew`, { pack })
+      }
+    })
+  }
+
+  /**
+   * Garbage collection of storage (every configured provider, or one): removes packs, chunk objects
+   * and manifests that no version references and that are older than the grace period (see
+   * garbage.ts); dryRun lists them only.
+   */
+  async collectGarbage (options: { provider?: ProviderKind, dryRun: boolean, graceMs?: number, forgetOrphans?: boolean }): Promise<GarbageReport[]> {
+    const names = options.provider != null ? [options.provider] : this.providerNames()
+    const reports: GarbageReport[] = []
+    for (const name of names) {
+      const repo = this.repository(name)
+      const report = await collectGarbage(repo, this.records.allVersions().filter(v => v.provider === name), {
+        dryRun: options.dryRun,
+        graceMs: options.graceMs ?? DEFAULT_GRACE_MS,
+        forgetOrphans: options.forgetOrphans,
+        now: this.c.clock(),
+        signal: this.abort.signal,
+        manifest: async digest => await this.localManifest(digest) ?? await repo.getManifest(digest, { signal: this.abort.signal })
+      })
+      if (!options.dryRun) this.log.info({ provider: name, removed: report.items.filter(i => i.action === 'removed').length, mib: mib(report.bytes), pushes: report.pushes.length }, 'catalog storage garbage collected')
+      reports.push(report)
+    }
+    return reports
   }
 
   // ---- pull ----

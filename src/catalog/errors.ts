@@ -89,3 +89,8 @@ export class CatalogJobNotFoundError extends CorralError {
 export class CacheFullError extends CorralError {
   override name = 'CacheFullError'
 }
+
+/** A pack an unfinished push builds on was removed from storage (garbage collected) meanwhile. */
+export class PackGoneError extends CorralError {
+  override name = 'PackGoneError'
+}

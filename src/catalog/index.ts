@@ -2,8 +2,9 @@ export { LocalImages, type ImageRecord, type LocalImagesComponents, type Catalog
 export {
   ImageNotFoundError, ImageExistsError, ChunkingParamsError, ManifestInvalidError, ChunkCorruptError, ChunkNotFoundError, BundleInvalidError,
   ObjectNotFoundError, ProviderError, ProviderConfigError, CatalogRequestError, CatalogImageNotFoundError, CatalogVersionNotFoundError,
-  CatalogVersionExistsError, CatalogAccessDeniedError, ImageRevokedError, CatalogJobNotFoundError, CacheFullError
+  CatalogVersionExistsError, CatalogAccessDeniedError, ImageRevokedError, CatalogJobNotFoundError, CacheFullError, PackGoneError
 } from './errors.ts'
+export { collectGarbage, type GarbageReport, type GarbageItem, type PushLease } from './garbage.ts'
 export { chunkFile, chunkLengths, DEFAULT_CHUNKING, CHUNKER_ALGORITHM, type ChunkingParams } from './chunker.ts'
 export { encodeBlob, decodeBlob, sha256Hex } from './blob.ts'
 export { decodeManifest, encodeManifest, manifestDigest, validateManifest, blobIds, type BundleManifest, type BundleEntry } from './manifest.ts'
@@ -14,7 +15,7 @@ export {
   CatalogService, type CatalogComponents, type CatalogInit, type CatalogJob, type CatalogMetrics, type PushOptions, type PullOptions, type LocalCatalogImage, type PeerRouting
 } from './catalog-service.ts'
 export { checkAccess, missingClaims } from './access.ts'
-export { CatalogPeers, CHUNK_PROTOCOL, type CatalogPeersComponents, type CatalogPeersInit } from './p2p.ts'
+export { CatalogPeers, CHUNK_PROTOCOL, type CatalogPeersComponents, type CatalogPeersInit, type HolderGarbage } from './p2p.ts'
 export { createProviders, createFolderProvider, createS3Provider, createAzureProvider, createArtifactoryProvider, type ProviderSettings } from './providers/index.ts'
 export type {
   CatalogArch, CatalogEntry, CatalogImage, CatalogUser, CatalogVersion, GuestInfo, MinHost, PrefetchResult, ProviderKind, StorageProvider, TransferProgress

@@ -45,6 +45,16 @@ export interface HolderRecord {
   at: number
 }
 
+/** A holder record garbage collection found useless. */
+export interface HolderGarbage {
+  manifest: string
+  peerId: string
+  host?: string
+  state: HolderRecord['state']
+  why: string
+  removed: boolean
+}
+
 export interface CatalogPeersComponents {
   mesh: Pick<MeshNode, 'self' | 'members' | 'records' | 'handleStream' | 'unhandleStream' | 'openStream' | 'handleRpc' | 'unhandleRpc' | 'request'>
   service: CatalogService
@@ -113,6 +123,30 @@ export class CatalogPeers implements PeerRouting {
       if (await service.holds(r.value.manifest)) continue
       await this.c.mesh.records.delete(HOLDERS, r.id).catch(() => false)
     }
+  }
+
+  /**
+   * Holder records nobody can use: of hosts that are gone (dead, or no longer members), of
+   * manifests no catalog version names any more, and this node's own for images it no longer
+   * holds. Removed unless dryRun; the list says which and why.
+   */
+  async collectHolders (dryRun: boolean): Promise<HolderGarbage[]> {
+    const members = new Map(this.c.mesh.members().map(m => [m.peerId, m]))
+    const manifests = new Set(this.c.service.records.allVersions().map(v => v.manifest))
+    const out: HolderGarbage[] = []
+    for (const r of this.c.mesh.records.list<HolderRecord>(HOLDERS)) {
+      const h = r.value
+      const member = members.get(h.peerId)
+      let why: string | undefined
+      if (h.peerId !== this.self && member == null) why = 'host is no longer a member of the cluster'
+      else if (h.peerId !== this.self && member?.status === 'dead') why = 'host is dead'
+      else if (!manifests.has(h.manifest)) why = 'no catalog version uses this manifest any more'
+      else if (h.peerId === this.self && h.state === 'complete' && !await this.c.service.holds(h.manifest)) why = 'this host no longer holds the image (evicted)'
+      if (why == null) continue
+      out.push({ manifest: h.manifest, peerId: h.peerId, host: member?.nodeName ?? (h.peerId === this.self ? this.c.mesh.self().nodeName : undefined), state: h.state, why, removed: !dryRun })
+      if (!dryRun) await this.c.mesh.records.delete(HOLDERS, r.id).catch(() => false)
+    }
+    return out
   }
 
   async stop (): Promise<void> {

@@ -7,8 +7,9 @@ import type { CatalogService } from '../../src/catalog/catalog-service.ts'
 import { packKey, fetchBlobsOf } from './pack-helpers.ts'
 import { segmentsOf } from '../../src/catalog/transfer.ts'
 import {
-  CatalogAccessDeniedError, CatalogVersionExistsError, ImageRevokedError, ChunkCorruptError, CatalogVersionNotFoundError, CacheFullError
+  CatalogAccessDeniedError, CatalogVersionExistsError, ImageRevokedError, ChunkCorruptError, CatalogVersionNotFoundError, CacheFullError, PackGoneError
 } from '../../src/catalog/errors.ts'
+import type { StorageProvider } from '../../src/catalog/providers/types.ts'
 
 let fx: CatalogFixture
 beforeEach(async () => { fx = new CatalogFixture(); await fx.setup() })
@@ -153,6 +154,45 @@ test('neighbouring segments no peer serves are read from the provider together, 
   assert.ok((await readFile(join(local.path, 'base.qcow2'))).equals(await readFile(join(folder, 'base.qcow2'))))
   assert.equal(provider.gets.filter(k => k.startsWith('packs/')).length, packs.size)
   assert.equal(provider.chunkBytes, manifest.storedSize)
+})
+
+test('a push whose reused pack is garbage-collected while it runs fails cleanly, and succeeds when pushed again', async () => {
+  const a = await fx.service('a', { cacheOnPush: false })
+  const folder = await pushGuest(a, '1.0')
+  const v1 = a.show('guest').versions[0]
+  const m1 = await a.manifestOf(v1)
+  const victim = Object.values(m1.blobs)[0].pack!
+  // While the next push uploads its new chunks, 1.0 is deleted elsewhere and a collection removes
+  // its packs: the push learnt where 1.0's chunks were when it started.
+  const inner = fx.provider!
+  let armed = true
+  const racing: StorageProvider = {
+    ...inner,
+    put: async (key, data, options) => {
+      await inner.put(key, data, options)
+      if (!armed || !key.startsWith('packs/')) return
+      armed = false
+      await fx.records.delete('catalog-versions', `guest:1.0:${v1.arch}`)
+      await inner.delete(packKey(victim))
+    }
+  }
+  const b = await fx.service('b', { providers: { folder: racing }, cacheOnPush: false })
+  // b still sees 1.0 as the push begins (records lag between nodes).
+  await fx.records.put('catalog-versions', `guest:1.0:${v1.arch}`, v1)
+  const disk = await readFile(join(folder, 'base.qcow2'))
+  disk.fill(1, 0, 5000)
+  await writeFile(join(folder, 'base.qcow2'), disk)
+  await assert.rejects(b.push({ path: folder, image: 'guest', version: '2.0' }, 'admin'), (err: Error) => err instanceof PackGoneError && /push again/.test(err.message))
+  assert.equal(b.records.version('guest', '2.0', v1.arch), undefined, 'no version recorded')
+  const leases: string[] = []
+  for await (const o of inner.list('leases/')) leases.push(o.key)
+  assert.deepEqual(leases, [], 'the lease is gone')
+
+  const v2 = await b.push({ path: folder, image: 'guest', version: '2.0' }, 'admin')
+  const c = await fx.service('c')
+  const local = await c.pull('guest:2.0', { user: users.ci })
+  assert.ok((await readFile(join(local.path, 'base.qcow2'))).equals(disk))
+  assert.equal(v2.version, '2.0')
 })
 
 test('a chunk that goes bad in the local cache before unpacking is fetched again', async () => {

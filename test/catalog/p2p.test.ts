@@ -116,3 +116,32 @@ test('a peer that serves a bad chunk is caught by the checksum and the chunk com
   assert.ok((await readFile(join(image!.path, 'base.qcow2'))).equals(await readFile(join(folder, 'base.qcow2'))))
   a.catalog.blobsForPeer = honest
 })
+
+test('holder records of hosts gone, of deleted versions and of images a host evicted are garbage-collected; live ones stay', { timeout: 60_000 }, async () => {
+  const [a, b] = hosts
+  const folder = await makeImage(join(dir, 'src-holders'), 256 * 1024, 13)
+  const version = await a.catalog.push({ path: folder, image: 'held', version: '1.0' }, 'admin')
+  await eventually('b has the records', () => b.catalog.records.version('held', '1.0', 'x86_64') != null && b.catalog.records.image('held') != null)
+  await b.catalog.pull('held:1.0', { user: users.ci })
+  const holder = (peerId: string): boolean => a.node.mesh.records.list<{ peerId: string, manifest: string }>('catalog-holders').some(r => r.value.peerId === peerId && r.value.manifest === version.manifest)
+  await eventually('b is announced as a holder', () => holder(b.node.mesh.self().peerId))
+  const put = async (peerId: string, manifest: string, state: string): Promise<void> => {
+    await a.node.mesh.records.put('catalog-holders', `${manifest.slice(0, 16)}:${peerId}`, { manifest, peerId, state, at: Date.now() })
+  }
+  // A host that left the cluster; a version deleted since; a's own claim to an image it does not hold.
+  const gone = '12D3KooWGoneGoneGoneGoneGoneGoneGoneGoneGoneGoneGone'
+  await put(gone, version.manifest, 'complete')
+  await put(b.node.mesh.self().peerId, 'f'.repeat(64), 'complete')
+  await put(a.node.mesh.self().peerId, version.manifest, 'complete')
+
+  const listed = await a.peers.collectHolders(true)
+  assert.deepEqual(listed.map(h => h.why).sort(), ['host is no longer a member of the cluster', 'no catalog version uses this manifest any more', 'this host no longer holds the image (evicted)'])
+  assert.ok(listed.every(h => !h.removed))
+  assert.ok(holder(gone), 'a dry run removes nothing')
+
+  const removed = await a.peers.collectHolders(false)
+  assert.equal(removed.length, 3)
+  assert.ok(!holder(gone) && !holder(a.node.mesh.self().peerId))
+  assert.ok(holder(b.node.mesh.self().peerId), 'b holds the image: its record stays')
+  assert.deepEqual(await a.peers.collectHolders(true), [])
+})

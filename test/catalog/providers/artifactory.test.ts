@@ -5,6 +5,7 @@ import type { StorageProvider } from '../../../src/catalog/providers/types.ts'
 import { ProviderError } from '../../../src/catalog/errors.ts'
 import { startWebdav, WEBDAV_API_KEY, type RunningServer } from '../../helpers/storage-servers.ts'
 import { providerCompliance } from './compliance.ts'
+import { garbageCollection } from './garbage.ts'
 
 // Artifactory's generic repository protocol is plain HTTP PUT/GET/HEAD/DELETE with an API key
 // header: tested against a real HTTP server that takes PUT (nginx with WebDAV methods).
@@ -17,6 +18,7 @@ before(async () => {
 after(async () => { await server?.stop() })
 
 providerCompliance('artifactory (nginx WebDAV)', () => provider as StorageProvider)
+garbageCollection('artifactory (nginx WebDAV)', prefix => createArtifactoryProvider({ url: server!.repoUrl, prefix, apiKey: WEBDAV_API_KEY }))
 
 test('artifactory: a wrong API key is a ProviderError that says to check it, and never shows it', async () => {
   const wrong = createArtifactoryProvider({ url: server!.repoUrl, apiKey: 'not-the-key' })

@@ -6,6 +6,7 @@ import type { StorageProvider } from '../../../src/catalog/providers/types.ts'
 import { ProviderError } from '../../../src/catalog/errors.ts'
 import { startAzurite, AZURITE_ACCOUNT, type RunningServer } from '../../helpers/storage-servers.ts'
 import { providerCompliance } from './compliance.ts'
+import { garbageCollection } from './garbage.ts'
 
 let server: (RunningServer & { connectionString: string }) | undefined
 let provider: StorageProvider | undefined
@@ -17,6 +18,7 @@ before(async () => {
 after(async () => { await server?.stop() })
 
 providerCompliance('azure (Azurite)', () => provider as StorageProvider)
+garbageCollection('azure (Azurite)', prefix => createAzureProvider({ container: 'corral', prefix, connectionString: server!.connectionString }))
 
 test('azure: account URL with a shared key works too; a missing container says so without the key', async () => {
   const byKey = createAzureProvider({ container: 'corral', accountUrl: `${server!.endpoint}/${AZURITE_ACCOUNT.name}`, accountName: AZURITE_ACCOUNT.name, accountKey: AZURITE_ACCOUNT.key })

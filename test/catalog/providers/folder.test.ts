@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { createFolderProvider } from '../../../src/catalog/providers/folder.ts'
 import type { StorageProvider } from '../../../src/catalog/providers/types.ts'
 import { providerCompliance } from './compliance.ts'
+import { garbageCollection } from './garbage.ts'
 
 let dir = ''
 let provider: StorageProvider | undefined
@@ -15,3 +16,4 @@ before(async () => {
 after(async () => { await rm(dir, { recursive: true, force: true }) })
 
 providerCompliance('folder', () => provider as StorageProvider)
+garbageCollection('folder', prefix => createFolderProvider({ path: join(dir, 'gc', prefix) }))

@@ -5,6 +5,7 @@ import type { StorageProvider } from '../../../src/catalog/providers/types.ts'
 import { ProviderError } from '../../../src/catalog/errors.ts'
 import { startS3Server, S3_TEST_CREDENTIALS, type RunningServer } from '../../helpers/storage-servers.ts'
 import { providerCompliance } from './compliance.ts'
+import { garbageCollection } from './garbage.ts'
 
 let server: RunningServer | undefined
 let provider: StorageProvider | undefined
@@ -15,6 +16,7 @@ before(async () => {
 after(async () => { await server?.stop() })
 
 providerCompliance('s3 (s3rver)', () => provider as StorageProvider)
+garbageCollection('s3 (s3rver)', prefix => createS3Provider({ bucket: 'corral', prefix, endpoint: server?.endpoint, region: 'us-east-1', forcePathStyle: true, ...S3_TEST_CREDENTIALS }))
 
 test('s3: a missing bucket is a ProviderError that says so, without the credentials', async () => {
   const p = createS3Provider({ bucket: 'no-such-bucket', endpoint: server?.endpoint, region: 'us-east-1', forcePathStyle: true, ...S3_TEST_CREDENTIALS })
