@@ -111,3 +111,36 @@ export const PrefetchSchema = Type.Object({
 })
 
 export const PruneSchema = Type.Object({ evictedChunks: Type.Integer(), evictedImages: Type.Array(Type.String()) })
+
+export const GcRequest = Type.Object({
+  provider: Type.Optional(Provider),
+  dryRun: Type.Optional(Type.Boolean({ description: 'list what would go, remove nothing' })),
+  graceMinutes: Type.Optional(Type.Integer({ minimum: 0, maximum: 525_600, description: 'keep anything written less than this long ago (default 1440): a push writes its packs before its manifest and version' })),
+  forgetOrphans: Type.Optional(Type.Boolean({ description: 'also remove version documents in storage that no catalog record names' }))
+}, { additionalProperties: false })
+
+const GarbageItemSchema = Type.Object({
+  key: Type.String(),
+  kind: Type.Union([Type.Literal('pack'), Type.Literal('chunk'), Type.Literal('manifest'), Type.Literal('version-doc')]),
+  bytes: Type.Integer(),
+  ageMinutes: Type.Optional(Type.Integer()),
+  action: Type.Union([Type.Literal('removed'), Type.Literal('would-remove'), Type.Literal('kept-young'), Type.Literal('kept-push'), Type.Literal('kept-orphan')]),
+  version: Type.Optional(Type.String())
+})
+
+export const GcSchema = Type.Object({
+  dryRun: Type.Boolean(),
+  providers: Type.Array(Type.Object({
+    provider: Type.String(),
+    dryRun: Type.Boolean(),
+    graceMinutes: Type.Integer(),
+    live: Type.Object({ versions: Type.Integer(), manifests: Type.Integer(), packs: Type.Integer(), packBytes: Type.Integer() }),
+    items: Type.Array(GarbageItemSchema),
+    bytes: Type.Integer({ description: 'bytes removed, or that would be' }),
+    pushes: Type.Array(Type.Object({ id: Type.String() }, { additionalProperties: true }), { description: 'pushes under way: while one runs, no pack is removed' }),
+    missingManifests: Type.Array(Type.String(), { description: 'live versions whose manifest is missing from storage' })
+  })),
+  holders: Type.Array(Type.Object({
+    manifest: Type.String(), peerId: Type.String(), host: Type.Optional(Type.String()), state: Type.String(), why: Type.String(), removed: Type.Boolean()
+  }), { description: 'catalog-holders records of hosts gone, deleted versions and evicted images' })
+})

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { AuthService } from '../auth/index.ts'
-import type { LocalImages, CatalogService, CatalogUser, PrefetchResult } from '../catalog/index.ts'
+import type { LocalImages, CatalogService, CatalogUser, HolderGarbage, PrefetchResult } from '../catalog/index.ts'
 import type { VmService } from '../scheduler/index.ts'
 import type { ProxyService } from '../proxy/index.ts'
 
@@ -19,6 +19,8 @@ export interface CatalogApi {
   service: CatalogService
   /** Pull a reference onto every alive host matching the labels, through the mesh. */
   prefetch?: (ref: string, options: { hostLabels?: Record<string, string>, arch?: string }, user: CatalogUser) => Promise<PrefetchResult>
+  /** Removes (or with dryRun lists) the cluster's useless catalog-holders records. */
+  collectHolders?: (dryRun: boolean) => Promise<HolderGarbage[]>
 }
 
 export interface ApiComponents {

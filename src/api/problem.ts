@@ -55,6 +55,7 @@ const statusByName: Record<string, number> = {
   CatalogVersionNotFoundError: 404,
   CatalogJobNotFoundError: 404,
   CatalogVersionExistsError: 409,
+  PackGoneError: 409,
   ImageRevokedError: 409,
   ProviderError: 502,
   ObjectNotFoundError: 502,

@@ -12,7 +12,7 @@ export const CLAIMS = [
   'role:read', 'role:write',
   'apikey:read', 'apikey:write',
   'cluster:read', 'cluster:write',
-  'catalog:read', 'catalog:write',
+  'catalog:read', 'catalog:write', 'catalog:admin',
   'proxy:read', 'proxy:write'
 ] as const
 

@@ -159,7 +159,7 @@ export async function startNode (config: Config, driverName: Driver['name'], log
 
     const api = createApiServer({
       auth, vms, images, proxy, logger: logger.child({ component: 'api' }), clock,
-      catalog: { service: catalog, prefetch: async (ref, options, user) => await catalogPeers.prefetch(ref, options, user) },
+      catalog: { service: catalog, prefetch: async (ref, options, user) => await catalogPeers.prefetch(ref, options, user), collectHolders: async dryRun => await catalogPeers.collectHolders(dryRun) },
       cluster: {
         self: () => mesh.self(),
         members: () => mesh.members(),

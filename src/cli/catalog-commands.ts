@@ -32,6 +32,20 @@ interface Job {
 interface Version { version: string, arch: string, size: number, storedSize: number, chunks: number, provider: string, createdAt: string, createdBy: string, revoked?: { reason: string }, guest: { os: string, format: string } }
 interface Entry { id: string, description: string, tags: Record<string, string>, requiredClaims: string[], versions: Version[], revoked?: { reason: string }, usable?: boolean }
 
+interface GcResult {
+  dryRun: boolean
+  providers: Array<{
+    provider: string
+    graceMinutes: number
+    live: { versions: number, manifests: number, packs: number, packBytes: number }
+    items: Array<{ key: string, kind: string, bytes: number, ageMinutes?: number, action: string }>
+    bytes: number
+    pushes: Array<{ id: string, image?: string, version?: string }>
+    missingManifests: string[]
+  }>
+  holders: Array<{ manifest: string, peerId: string, host?: string, state: string, why: string, removed: boolean }>
+}
+
 const POLL_MS = 300
 
 /** `corral catalog ...`: versioned images in storage providers, pushed and pulled through a node. */
@@ -161,7 +175,7 @@ export function catalogCommands (client: (cmd: Command) => Promise<ApiClient>, j
       process.stdout.write(`${ref} restored\n`)
     })
 
-  catalog.command('delete <ref>').description('remove an image (id) or a version (id:version) from the catalog; stored chunks stay')
+  catalog.command('delete <ref>').description('remove an image (id) or a version (id:version) from the catalog; stored chunks stay until `corral catalog gc`')
     .option('--arch <arch>', 'only this arch of the version')
     .action(async (ref: string, opts: { arch?: string }, cmd: Command) => {
       const [id, version] = splitRef(ref)
@@ -185,6 +199,33 @@ export function catalogCommands (client: (cmd: Command) => Promise<ApiClient>, j
     process.stdout.write(`cache: ${mib(res.usedBytes)} of ${mib(res.maxBytes)}, ${res.chunks} chunks; providers: ${res.providers.join(', ') || 'none'}\n`)
     printRows(res.images, ['name', 'arch', 'diskBytes', 'lastUsed', 'path'], false)
   })
+
+  catalog.command('gc').description('garbage-collect catalog storage (packs, chunks and manifests no version uses, older than the grace period) and holder records of hosts gone or versions deleted')
+    .option('--provider <kind>', 'only this provider: folder, s3, azure or artifactory (default every one the node has)')
+    .option('--dry-run', 'list what would go, remove nothing')
+    .option('--grace <minutes>', 'keep what was written less than this many minutes ago (default 1440: a push writes its packs before its version)', (v: string) => Number.parseInt(v, 10))
+    .option('--forget-orphans', 'also remove version documents in storage that no catalog record names')
+    .action(async (opts: { provider?: string, dryRun?: boolean, grace?: number, forgetOrphans?: boolean }, cmd: Command) => {
+      if (opts.grace != null && (!Number.isSafeInteger(opts.grace) || opts.grace < 0)) throw new CliError(`--grace must be a whole number of minutes (0 or more), got ${String(opts.grace)}`)
+      const res = await (await client(cmd)).request<GcResult>('POST', '/api/v1/catalog/gc', {
+        dryRun: opts.dryRun === true, ...(opts.provider != null ? { provider: opts.provider } : {}), ...(opts.grace != null ? { graceMinutes: opts.grace } : {}), ...(opts.forgetOrphans === true ? { forgetOrphans: true } : {})
+      })
+      if (json(cmd)) {
+        process.stdout.write(JSON.stringify(res, null, 2) + '\n')
+        return
+      }
+      for (const p of res.providers) {
+        const gone = p.items.filter(i => i.action === 'removed' || i.action === 'would-remove')
+        process.stdout.write(`${p.provider}: ${res.dryRun ? 'would remove' : 'removed'} ${gone.length} objects, ${mib(p.bytes)} (live: ${p.live.versions} versions, ${p.live.manifests} manifests, ${p.live.packs} packs, ${mib(p.live.packBytes)}; grace ${p.graceMinutes} min)\n`)
+        if (p.pushes.length > 0) process.stdout.write(`  ${p.pushes.length} push(es) under way: no pack removed (${p.pushes.map(l => `${String(l.image ?? '?')}:${String(l.version ?? '?')}`).join(', ')}); run again later\n`)
+        if (p.missingManifests.length > 0) process.stdout.write(`  live versions whose manifest is missing from storage: ${p.missingManifests.join(', ')}\n`)
+        printRows(p.items.map(i => ({ action: i.action, kind: i.kind, key: i.key, bytes: i.bytes, age: i.ageMinutes != null ? `${i.ageMinutes} min` : '' })), ['action', 'kind', 'key', 'bytes', 'age'], false)
+      }
+      if (res.holders.length > 0) {
+        process.stdout.write(`holder records ${res.dryRun ? 'that would go' : 'removed'}: ${res.holders.length}\n`)
+        printRows(res.holders.map(h => ({ host: h.host ?? h.peerId, manifest: h.manifest.slice(0, 12), state: h.state, why: h.why })), ['host', 'manifest', 'state', 'why'], false)
+      }
+    })
 
   catalog.command('jobs').description('pushes, pulls and imports on this node').action(async (_o, cmd: Command) => {
     const res = await (await client(cmd)).request<{ items: Job[] }>('GET', '/api/v1/catalog/jobs')

@@ -109,6 +109,7 @@ export const examples: Record<string, Example> = {
   },
   'GET /api/v1/catalog/cache': async () => ({ path: '/api/v1/catalog/cache' }),
   'POST /api/v1/catalog/cache/prune': async () => ({ path: '/api/v1/catalog/cache/prune', body: {} }),
+  'POST /api/v1/catalog/gc': async () => ({ path: '/api/v1/catalog/gc', body: { dryRun: true } }),
   'POST /api/v1/catalog/push': async (fx) => ({
     path: '/api/v1/catalog/push',
     body: { path: fx.catalogBundle, id: unique('pushed'), version: '1.0', tags: ['latest', 'stable'], description: 'an example', requiredClaims: ['catalog:read'] },

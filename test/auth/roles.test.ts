@@ -11,7 +11,7 @@ describe('auth roles and claims', () => {
     assert.deepEqual([...CLAIMS], [
       'vm:read', 'vm:write', 'vm:exec', 'image:read', 'image:write', 'host:read', 'events:read',
       'user:read', 'user:write', 'role:read', 'role:write', 'apikey:read', 'apikey:write', 'cluster:read', 'cluster:write',
-      'catalog:read', 'catalog:write', 'proxy:read', 'proxy:write'
+      'catalog:read', 'catalog:write', 'catalog:admin', 'proxy:read', 'proxy:write'
     ])
     assert.deepEqual(sorted(BUILTIN_ROLE_CLAIMS.admin), sorted(CLAIMS))
     assert.deepEqual(sorted(BUILTIN_ROLE_CLAIMS.operator), sorted(CLAIMS.filter(c => c !== 'user:write' && c !== 'role:write')))

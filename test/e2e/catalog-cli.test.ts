@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import WebSocket from 'ws'
@@ -95,4 +95,39 @@ test('push, list, show, tag, pull with progress, create a VM, revoke, cache: all
   assert.match(cache.stdout, /ubuntu-ci:24\.04\.1/)
   const jobs = await corral(['--json', 'catalog', 'jobs'])
   assert.deepEqual(JSON.parse(jobs.stdout).map((j: { kind: string }) => j.kind).sort(), ['pull', 'push', 'push'])
+})
+
+test('catalog gc: a deleted version\'s packs and manifest are listed by a dry run, then removed; nothing a live version uses goes', { timeout: 120_000 }, async () => {
+  assert.ok(node != null)
+  const image = join(work, 'gc-image')
+  await mkdir(image)
+  await writeFile(join(image, 'image.json'), JSON.stringify({ name: 'gc-image', arch: 'x86_64', os: 'linux', disk: 'disk.qcow2', defaultCpus: 1, defaultMemoryMiB: 512, agent: 'none' }))
+  await writeFile(join(image, 'disk.qcow2'), Buffer.from(Array.from({ length: 2 * 1024 * 1024 }, (_, i) => (i * 7919) % 251)))
+  assert.equal((await corral(['catalog', 'push', image, '--id', 'gc-image', '--version', '1'])).code, 0)
+  const storeKeys = async (sub: string): Promise<string[]> => (await readdir(join(work, 'store', sub), { recursive: true })).filter(f => /[0-9a-f]{64}/.test(f)).sort()
+  const before = await storeKeys('packs')
+  assert.ok(before.length > 0)
+
+  const nothing = await corral(['--json', 'catalog', 'gc', '--dry-run', '--grace', '0'])
+  assert.equal(nothing.code, 0, nothing.stderr)
+  assert.deepEqual(JSON.parse(nothing.stdout).providers[0].items, [])
+
+  assert.equal((await corral(['catalog', 'delete', 'gc-image:1'])).code, 0)
+  const dry = await corral(['catalog', 'gc', '--dry-run', '--grace', '0'])
+  assert.equal(dry.code, 0, dry.stderr)
+  assert.match(dry.stdout, /folder: would remove \d+ objects/)
+  assert.match(dry.stdout, /would-remove\s+│\s+manifest/)
+  assert.match(dry.stdout, /holder records that would go: 1[\s\S]*no catalog version uses this manifest any more/)
+  assert.deepEqual(await storeKeys('packs'), before, 'a dry run removes nothing')
+  const young = await corral(['--json', 'catalog', 'gc'])
+  assert.ok(JSON.parse(young.stdout).providers[0].items.every((i: { action: string }) => i.action === 'kept-young'), 'the default grace keeps what was just written')
+
+  const run = await corral(['--json', 'catalog', 'gc', '--grace', '0'])
+  assert.equal(run.code, 0, run.stderr)
+  const removed = JSON.parse(run.stdout).providers[0].items.filter((i: { action: string }) => i.action === 'removed').map((i: { key: string }) => i.key)
+  assert.ok(removed.some((k: string) => k.startsWith('manifests/')))
+  assert.ok((await storeKeys('packs')).length < before.length, 'the deleted version\'s own packs are gone')
+  // ubuntu-ci is still whole: a new pull of it on a fresh cache would read every chunk it names.
+  const live = await corral(['--json', 'catalog', 'gc', '--dry-run', '--grace', '0'])
+  assert.deepEqual(JSON.parse(live.stdout).providers[0].items, [])
 })

@@ -6,7 +6,7 @@ import { CatalogUnavailableError } from '../errors.ts'
 import { Empty, listOf } from '../schemas.ts'
 import {
   ArchQuery, CacheSchema, CatalogEntrySchema, CatalogIdParams, CatalogImageSchema, CatalogJobParams, CatalogTagParams, CatalogVersionParams,
-  CatalogWaitQuery, ImportRequest, JobSchema, PrefetchRequest, PrefetchSchema, PruneSchema, PullRequest, PushRequest, RestoreRequest, RevokeRequest,
+  CatalogWaitQuery, GcRequest, GcSchema, ImportRequest, JobSchema, PrefetchRequest, PrefetchSchema, PruneSchema, PullRequest, PushRequest, RestoreRequest, RevokeRequest,
   TagRequest, UpdateImage
 } from '../catalog-schemas.ts'
 
@@ -73,6 +73,17 @@ export function catalogRoutes ({ catalog }: ApiComponents): RouteDef[] {
       method: 'post', path: '/api/v1/catalog/cache/prune', claim: 'catalog:write', tag: 'catalog', summary: 'Empty this node\'s cache of every chunk and image no VM uses',
       body: Empty, success: { status: 200, schema: PruneSchema, description: 'what was evicted' },
       handler: async () => ({ body: await api().service.pruneCache() })
+    },
+    {
+      method: 'post', path: '/api/v1/catalog/gc', claim: 'catalog:admin', tag: 'catalog',
+      summary: 'Garbage-collect catalog storage (packs, chunks and manifests no version uses, older than the grace period) and holder records of hosts gone or versions deleted; dryRun lists only',
+      body: GcRequest, success: { status: 200, schema: GcSchema, description: 'every unreferenced object with what was (or would be) done with it, per provider, and the holder records removed' },
+      handler: async ({ body }) => {
+        const dryRun = body.dryRun === true
+        const providers = await api().service.collectGarbage({ provider: body.provider, dryRun, graceMs: body.graceMinutes != null ? body.graceMinutes * 60_000 : undefined, forgetOrphans: body.forgetOrphans })
+        const holders = await api().collectHolders?.(dryRun) ?? []
+        return { body: { dryRun, providers, holders } }
+      }
     },
     {
       method: 'post', path: '/api/v1/catalog/push', claim: 'catalog:write', tag: 'catalog',
