@@ -131,6 +131,8 @@ export interface PeerRouting {
   sources: (segment: Segment, round: number, manifest: string) => BlobSource[]
   /** The pull ended (ok: this node now holds every chunk). */
   end: (manifest: string, ok: boolean) => Promise<void>
+  /** No other host holds or pulls this manifest now. */
+  alone?: (manifest: string) => boolean
 }
 
 /** Bytes this node moved since it started, for benches and the cache route. */
@@ -587,8 +589,16 @@ export class CatalogService extends EventTarget {
       await peers?.begin(version.manifest, swarm)
       let ok = false
       try {
-        // Neighbouring segments that only the provider can give are read together.
-        const providerOnly = (segment: Segment): boolean => routing.sources(segment, 0).every(s => s.kind === 'provider')
+        // Neighbouring segments are read from the provider together by a pull no other host shares
+        // (in a swarm a peer waiting for one segment would wait for the whole read), and only after
+        // a first round of single segments: hosts that start the same pull together see each
+        // other's announcements late on a busy cluster, and a first round of long reads would have
+        // each of them read most of the image alone.
+        let first = this.init.concurrency
+        const providerOnly = (segment: Segment): boolean => {
+          if (first > 0) { first--; return false }
+          return (this.peerRouting?.alone?.(version.manifest) ?? true) && routing.sources(segment, 0).every(s => s.kind === 'provider')
+        }
         const units = fetchUnits(segmentsOf(manifest, this.init.segmentBytes), this.init.readBytes ?? READ_BYTES, providerOnly)
         await forEachLimit(units, this.init.concurrency, async ({ segment, keys }) => {
           // What this host holds (its chunk store, other unpacked images) is copied, not fetched.
@@ -603,7 +613,7 @@ export class CatalogService extends EventTarget {
             for (const id of need) {
               // Written by this fetch, or by a peer's request this node served meanwhile.
               const got = fetched.get(id)
-              if (got != null) await w.placeAll([[id, got.plain]])
+              if (got != null && got.plain.length > 0) await w.placeAll([[id, got.plain]])
               if (!w.has(id)) throw new ChunkNotFoundError(`chunk ${id.slice(0, 12)}… of ${cachedName(version.image, version.version)} was not fetched`, { chunk: id })
               progress.chunksDone++
               progress.bytesDone += manifest.blobs[id].stored

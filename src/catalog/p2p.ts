@@ -176,15 +176,7 @@ export class CatalogPeers implements PeerRouting {
 
   sources (segment: Segment, round: number, manifest: string): BlobSource[] {
     if (round >= 2) return []
-    const alive = this.alivePeers()
-    const holders: string[] = []
-    const pulling = new Set<string>([this.self, ...[...(this.hints.get(manifest) ?? [])].filter(p => alive.has(p))])
-    for (const r of this.c.mesh.records.list<HolderRecord>(HOLDERS)) {
-      const h = r.value
-      if (h.manifest !== manifest || h.peerId === this.self || !alive.has(h.peerId)) continue
-      if (h.state === 'complete') holders.push(h.peerId)
-      else pulling.add(h.peerId)
-    }
+    const { holders, pulling } = this.swarm(manifest)
     const out: BlobSource[] = []
     // Holders first: they have it. Round 1 asks a different one than round 0 did.
     const rankedHolders = rank(holders, segment.key)
@@ -195,6 +187,26 @@ export class CatalogPeers implements PeerRouting {
       if (owner != null && owner !== this.self && owner !== holder) out.push(this.peerSource(owner, manifest, true))
     }
     return out
+  }
+
+  /** No other alive host holds this manifest or is pulling it now (that this node knows of). */
+  alone (manifest: string): boolean {
+    const { holders, pulling } = this.swarm(manifest)
+    return holders.length === 0 && pulling.size <= 1
+  }
+
+  /** Alive hosts that hold the manifest, and those pulling it now (this node included). */
+  private swarm (manifest: string): { holders: string[], pulling: Set<string> } {
+    const alive = this.alivePeers()
+    const holders: string[] = []
+    const pulling = new Set<string>([this.self, ...[...(this.hints.get(manifest) ?? [])].filter(p => alive.has(p))])
+    for (const r of this.c.mesh.records.list<HolderRecord>(HOLDERS)) {
+      const h = r.value
+      if (h.manifest !== manifest || h.peerId === this.self || !alive.has(h.peerId)) continue
+      if (h.state === 'complete') holders.push(h.peerId)
+      else pulling.add(h.peerId)
+    }
+    return { holders, pulling }
   }
 
   private alivePeers (): Set<string> {

@@ -8,7 +8,7 @@
  * the rest of the segment is still on the wire, from the pieces the network delivered.
  */
 import type { Logger } from 'pino'
-import { checkBlob, type CheckedBlob } from './blob.ts'
+import { checkBlob, CODEC_ZSTD, type CheckedBlob } from './blob.ts'
 import type { BundleManifest } from './manifest.ts'
 import { ChunkCorruptError, ChunkNotFoundError } from './errors.ts'
 import type { TransferProgress } from './types.ts'
@@ -56,7 +56,9 @@ export interface FetchOptions {
   streaming?: boolean
   /**
    * Keep each chunk's bytes in the result once kept (default true). A pull that wrote them into
-   * its image lets them go: a read of 32 MiB would otherwise hold all of it until its last byte.
+   * its image lets the plain bytes go (a read of 32 MiB would otherwise hold all of it until its
+   * last byte) and keeps only compressed stored forms, which a peer joining the fetch is sent:
+   * read back from the image it would get them uncompressed, twice the bytes between peers.
    */
   retain?: boolean
 }
@@ -131,8 +133,9 @@ export function * fetchUnits (segments: Segment[], maxStored: number, merge: (se
 
 /**
  * Fetches `wanted` chunks of a segment; resolves once every one was kept, with each one checked
- * against its id: its plain bytes, and its stored form when that came whole (null when the bytes
- * were not retained). Throws once a chunk failed every source in every round.
+ * against its id: its plain bytes, and its stored form when that came whole (without retain: no
+ * plain bytes, and null unless the stored form is compressed). Throws once a chunk failed every
+ * source in every round.
  */
 export async function fetchSegment (segment: Segment, wanted: string[], manifest: BundleManifest, routing: SegmentRouting, counters: FetchCounters, options: FetchOptions): Promise<Map<string, CheckedBlob | null>> {
   const rounds = options.rounds ?? DEFAULT_ROUNDS
@@ -173,7 +176,7 @@ export async function fetchSegment (segment: Segment, wanted: string[], manifest
         const bytes = pieces.reduce((n, p) => n + p.length, 0)
         if (source.kind === 'peer') counters.bytesFromPeers += bytes
         else counters.bytesFromProvider += bytes
-        got.set(id, options.retain === false ? null : chunk)
+        got.set(id, options.retain !== false ? chunk : chunk.stored != null && chunk.stored[0] === CODEC_ZSTD ? { plain: [], stored: chunk.stored } : null)
         batch.push([id, chunk])
         batchBytes += chunk.plain.reduce((n, p) => n + p.length, 0)
         if (batchBytes >= KEEP_BATCH_BYTES) keepBatch()

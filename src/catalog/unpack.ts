@@ -177,6 +177,11 @@ export class BundleWriter {
       mine.push(id)
       const data = Array.isArray(plain) ? plain : [plain]
       const bytes = data.reduce((n, p) => n + p.length, 0)
+      if (bytes !== this.manifest.blobs[id]?.size) {
+        this.placing.delete(id)
+        for (const done of mine) this.placing.delete(done)
+        throw new Error(`chunk ${id.slice(0, 12)}… came with ${bytes} bytes, the manifest says ${String(this.manifest.blobs[id]?.size)}; not placed`)
+      }
       for (const { file, offset } of refs) writes.push({ file, offset, data, bytes })
     }
     if (mine.length === 0) return

@@ -142,17 +142,18 @@ test('a provider that streams: chunks cut across pieces unpack byte for byte, a 
   assert.equal(provider.chunkBytes, version.storedSize + (first.stored - kept) + victim.stored)
 })
 
-test('neighbouring segments no peer serves are read from the provider together, one ranged read per pack', async () => {
+test('neighbouring segments no peer serves are read from the provider together, one ranged read per pack after a first round', async () => {
   const a = await fx.service('a', { cacheOnPush: false })
   const folder = await pushGuest(a, '1.0', 7, 600_000)
   const manifest = await a.manifestOf(a.show('guest').versions[0])
   const packs = new Set(Object.values(manifest.blobs).map(b => b.pack))
   assert.ok(segmentsOf(manifest, 64 * 1024).length > packs.size * 2, 'several segments per pack')
   const provider = counting(fx.provider!)
-  const b = await fx.service('b', { providers: { folder: provider }, readBytes: 32 * 1024 * 1024 })
+  const b = await fx.service('b', { providers: { folder: provider }, readBytes: 32 * 1024 * 1024, concurrency: 1 })
   const local = await b.pull('guest', { user: users.ci })
   assert.ok((await readFile(join(local.path, 'base.qcow2'))).equals(await readFile(join(folder, 'base.qcow2'))))
-  assert.equal(provider.gets.filter(k => k.startsWith('packs/')).length, packs.size)
+  // A first round (one segment per fetch slot) goes alone, in case other hosts start the same pull.
+  assert.equal(provider.gets.filter(k => k.startsWith('packs/')).length, packs.size + 1)
   assert.equal(provider.chunkBytes, manifest.storedSize)
 })
 
