@@ -201,6 +201,9 @@ export class BundleWriter {
       if (this.journal != null) {
         this.unjournalled.push(...mine)
         this.journalSoon()
+        // A chunk counts as placed (progress, resume) only once its journal line is written;
+        // concurrent placements still share one journal write.
+        for (let round = 0; round < 1000 && this.journalling != null; round++) await this.journalling
       }
     } finally {
       for (const id of mine) this.placing.delete(id)
