@@ -145,6 +145,13 @@ export interface CatalogMetrics {
   corruptChunks: number
 }
 
+/** A segment fetch under way, found by whoever asks for the same segment next. */
+interface SegmentFetch {
+  done: Promise<Map<string, CheckedBlob | null>>
+  /** It may ask an owner peer, which may in turn join a fetch of its own. */
+  viaOwner: boolean
+}
+
 const MAX_JOBS_KEPT = 200
 const SYSTEM_USER: CatalogUser = { subject: 'corral', claims: new Set(['catalog:write']), roles: [] }
 
@@ -163,7 +170,7 @@ export class CatalogService extends EventTarget {
   private peerRouting?: PeerRouting
   private started = false
   /** One fetch per segment at a time, whoever asks (a pull here, a peer's request). */
-  private readonly segmentFetches = new Map<string, Promise<Map<string, CheckedBlob | null>>>()
+  private readonly segmentFetches = new Map<string, SegmentFetch>()
   /** Pulls under way, by manifest: peers are served what they placed already. */
   private readonly writers = new Map<string, BundleWriter>()
   private readonly stats: CatalogMetrics = { providerBytesRead: 0, peerBytesIn: 0, peerBytesOut: 0, corruptChunks: 0 }
@@ -699,14 +706,17 @@ export class CatalogService extends EventTarget {
    * peer's request); a caller that joined another's fetch gets what that fetch got, and fetches
    * the rest itself.
    */
-  private async obtainSegment (segment: Segment, wanted: string[], manifest: BundleManifest, routing: SegmentRouting, progress: FetchCounters, options: FetchOptions, held: (id: string) => boolean, keys: string[] = [segment.key]): Promise<Map<string, CheckedBlob | null>> {
+  private async obtainSegment (segment: Segment, wanted: string[], manifest: BundleManifest, routing: SegmentRouting, progress: FetchCounters, options: FetchOptions, held: (id: string) => boolean, keys: string[] = [segment.key], forPeer = false): Promise<Map<string, CheckedBlob | null>> {
     const result = new Map<string, CheckedBlob | null>()
     let need = wanted
     // Bounded: each pass either joins a fetch that kept chunks, or fetches what is left itself.
     for (let attempt = 0; attempt < 8 && need.length > 0; attempt++) {
-      const running = keys.map(k => this.segmentFetches.get(k)).find(p => p != null)
-      if (running != null) {
-        const got = await running.catch(() => new Map<string, CheckedBlob | null>())
+      const running = keys.map(k => this.segmentFetches.get(k)).find(f => f != null)
+      // A peer's request never waits for a fetch of ours that asks an owner peer in turn: when two
+      // hosts each think the other owns a segment (their views of the swarm differ for a moment),
+      // each would wait for the other until the fetch timed out. It reads the provider instead.
+      if (running != null && !(forPeer && running.viaOwner)) {
+        const got = await running.done.catch(() => new Map<string, CheckedBlob | null>())
         // Chunks that fetch kept without their bytes (null) are held here now: see below.
         for (const id of need) { const c = got.get(id); if (c != null) result.set(id, c) }
         // What that fetch kept for its own caller is here now too: not fetched again.
@@ -717,17 +727,21 @@ export class CatalogService extends EventTarget {
       // Every chunk is kept (written into the image, or stored) before the fetch counts as done,
       // so whoever asks next finds the chunks here instead of fetching them again. A fetch of
       // merged segments is found under each of their keys.
-      const p: Promise<Map<string, CheckedBlob | null>> = fetchSegment(segment, need, manifest, routing, mine, options).finally(() => {
-        for (const k of keys) if (this.segmentFetches.get(k) === p) this.segmentFetches.delete(k)
-        progress.bytesFromPeers += mine.bytesFromPeers
-        progress.bytesFromProvider += mine.bytesFromProvider
-        progress.corruptChunks += mine.corruptChunks
-        this.stats.peerBytesIn += mine.bytesFromPeers
-        this.stats.providerBytesRead += mine.bytesFromProvider
-        this.stats.corruptChunks += mine.corruptChunks
-      })
-      for (const k of keys) this.segmentFetches.set(k, p)
-      for (const [id, c] of await p) result.set(id, c)
+      const fetch: SegmentFetch = {
+        viaOwner: [0, 1].some(round => routing.sources(segment, round).some(s => s.owner === true)),
+        done: fetchSegment(segment, need, manifest, routing, mine, options).finally(() => {
+          for (const k of keys) if (this.segmentFetches.get(k) === fetch) this.segmentFetches.delete(k)
+          progress.bytesFromPeers += mine.bytesFromPeers
+          progress.bytesFromProvider += mine.bytesFromProvider
+          progress.corruptChunks += mine.corruptChunks
+          this.stats.peerBytesIn += mine.bytesFromPeers
+          this.stats.providerBytesRead += mine.bytesFromProvider
+          this.stats.corruptChunks += mine.corruptChunks
+        })
+      }
+      // Not registered over a fetch a peer's request would not join (it stays the one others find).
+      if (running == null) for (const k of keys) this.segmentFetches.set(k, fetch)
+      for (const [id, c] of await fetch.done) result.set(id, c)
       need = need.filter(id => !result.has(id))
     }
     return result
@@ -782,7 +796,7 @@ export class CatalogService extends EventTarget {
             else for (const [id, c] of chunks) await this.store.put(id, c.stored ?? rawBlob(c.plain), { verified: true })
           }
           const got = await this.obtainSegment(segment, segment.ids.filter(id => wanted.has(id)), manifest, providerOnly, counters, { signal, logger: this.log, keep, streaming: false },
-            id => this.store.has(id) || this.writers.get(manifestDigest)?.has(id) === true)
+            id => this.store.has(id) || this.writers.get(manifestDigest)?.has(id) === true, [segment.key], true)
           // A fetch of this pull's that this one joined came as a stream: sent uncompressed (or
           // read back below, if it let the bytes go).
           for (const [id, c] of got) if (c != null) out.set(id, c.stored ?? rawBlob(c.plain))

@@ -224,6 +224,7 @@ export class CatalogPeers implements PeerRouting {
     return {
       kind: 'peer',
       label: `peer ${peerId}${fetch ? ' (owner)' : ''}`,
+      owner: fetch,
       fetch: async (ids, signal) => await this.fetchFromPeer(peerId, { ids, manifest, fetch }, signal)
     }
   }

@@ -26,6 +26,8 @@ export interface BlobSource {
   kind: 'peer' | 'provider'
   /** For logs: `peer n2`, `s3 bucket ...`. */
   label: string
+  /** A peer asked to fetch from the provider for us (its segment's owner in a swarm). */
+  owner?: boolean
   /** Stored bytes of whichever of these chunks the source has (unchecked: the caller checks). */
   fetch: (ids: string[], signal: AbortSignal) => Promise<Map<string, Buffer>>
   /**
