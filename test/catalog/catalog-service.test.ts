@@ -196,6 +196,33 @@ test('a push whose reused pack is garbage-collected while it runs fails cleanly,
   assert.equal(v2.version, '2.0')
 })
 
+test('a peer\'s request for a segment does not wait on this host\'s own fetch of it when that fetch waits on an owner peer', async () => {
+  const a = await fx.service('a', { cacheOnPush: false })
+  await pushGuest(a, '1.0')
+  const version = a.show('guest').versions[0]
+  const manifest = await a.manifestOf(version)
+  const b = await fx.service('b')
+  // b takes another host for the owner of every segment, and that host never answers (it is, in
+  // turn, waiting on b): b's pull hangs on its segments.
+  let asked = 0
+  b.setPeerRouting({
+    begin: async () => {},
+    end: async () => {},
+    sources: (_segment, round) => round >= 2 ? [] : [{
+      kind: 'peer', label: 'peer stuck (owner)', owner: true,
+      fetch: async (_ids, signal) => { asked++; return await new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true })) }
+    }]
+  })
+  const pull = b.pull('guest', { user: users.ci }).catch(() => undefined)
+  await eventually(() => asked > 0)
+  // Meanwhile that host asks b, as the owner in its view, for the first segment.
+  const first = segmentsOf(manifest, 64 * 1024)[0]
+  const served = await b.blobsForPeer(first.ids, version.manifest, true, AbortSignal.timeout(20_000))
+  assert.deepEqual([...served.keys()].sort(), [...first.ids].sort(), 'served from the provider, not after the hung fetch')
+  await b.stop()
+  await pull
+})
+
 test('a chunk that goes bad in the local cache before unpacking is fetched again', async () => {
   const a = await fx.service('a', { cacheOnPush: false })
   const folder = await pushGuest(a, '1.0')
