@@ -1,7 +1,8 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
-// (A node is mostly idle: small young-generation spaces keep its resident memory ~25 MB lower.)
+#!/usr/bin/env node
 // Entry point for `corral` and `npx corral`. The sources are TypeScript run by Node's type stripping,
 // which needs Node 22.18 or later; npm scripts and npx put the project's own Node 24 on PATH.
+import { fileURLToPath } from 'node:url'
+
 const [major, minor] = process.versions.node.split('.').map(Number)
 if (major < 22 || (major === 22 && minor < 18)) {
   console.error(`corral needs Node.js 22.18 or later, but this is ${process.version}. ` +
@@ -9,4 +10,46 @@ if (major < 22 || (major === 22 && minor < 18)) {
     'or put node_modules/.bin first on PATH.')
   process.exit(1)
 }
+
+// `corral node` runs for weeks and is mostly idle, so it starts with settings that keep its resident
+// memory low without slowing its hot paths (bench/mesh-idle-memory; figures and what was rejected in
+// notes/memory.md). V8 reads its flags and glibc its malloc settings only when a process starts, so the
+// node re-executes itself once with them (execve: same process id, same stdio), however it was started
+// (`npx corral node`, `node bin/corral.js node`, the Dockerfile).
+const NODE_FLAGS = [
+  // A small young generation: ~25 MB less.
+  '--max-semi-space-size=1'
+]
+const MALLOC_ENV = {
+  // glibc maps a large buffer and unmaps it when freed, but the first such free (scrypt's 16 MiB,
+  // which every node does at start and at each login) also raises that threshold for good, and from
+  // then on freed buffers up to that size stay in its arenas: ~30 MB kept after one login. A fixed
+  // threshold just under scrypt's size keeps catalog segments (8 MiB) reused from the arenas, for
+  // pull speed, while scrypt's memory goes back at once.
+  MALLOC_MMAP_THRESHOLD_: String(16 * 1024 * 1024),
+  // Two malloc arenas, not eight per core: fewer half-empty ones.
+  MALLOC_ARENA_MAX: '2'
+}
+const RELAUNCHED = 'CORRAL_NODE_RELAUNCHED'
+
+const args = process.argv.slice(2)
+const subcommand = args.find((arg, i) => !arg.startsWith('-') && !['--server', '--token', '--api-key'].includes(args[i - 1]))
+if (subcommand === 'node') {
+  if (process.env[RELAUNCHED] == null) {
+    const added = Object.keys(MALLOC_ENV).filter(name => process.env[name] == null)
+    try {
+      // Flags given to this process come after ours, so they win; absent on Windows.
+      process.execve?.(process.execPath, [process.execPath, ...NODE_FLAGS, ...process.execArgv, fileURLToPath(import.meta.url), ...args], {
+        ...process.env, ...Object.fromEntries(added.map(name => [name, MALLOC_ENV[name]])), [RELAUNCHED]: added.join(',')
+      })
+    } catch {
+      // Runs as it is, with the defaults.
+    }
+  } else {
+    // VMs and tools the node starts get the environment it was given.
+    for (const name of process.env[RELAUNCHED].split(',').filter(Boolean)) delete process.env[name]
+    delete process.env[RELAUNCHED]
+  }
+}
+
 await import('../src/cli/main.ts')

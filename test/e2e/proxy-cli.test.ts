@@ -5,7 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startNodeProcess, corralBin, corralNodeFlags, ADMIN_PASSWORD, type NodeProcess } from '../helpers/node-process.ts'
+import { startNodeProcess, corralBin, ADMIN_PASSWORD, type NodeProcess } from '../helpers/node-process.ts'
 
 // `corral proxy route create|list|delete` and `corral proxy url` through the real CLI against a
 // node process (sim VM: HTTP on any port, an echo for other bytes).
@@ -18,7 +18,7 @@ after(async () => {
 
 async function corral (args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
   return await new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...corralNodeFlags, corralBin, ...args], {
+    const child = spawn(process.execPath, [corralBin, ...args], {
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? tmpdir(), CORRAL_URL: node?.url ?? '', CORRAL_CONFIG_DIR: configDir ?? '' },
       stdio: ['ignore', 'pipe', 'pipe']
     })

@@ -1,13 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 export const corralBin = fileURLToPath(new URL('../../bin/corral.js', import.meta.url))
-/** The Node flags bin/corral.js's shebang gives it, so test nodes run as installed ones do. */
-export const corralNodeFlags = readFileSync(corralBin, 'utf8').split('\n')[0].replace(/^#!\/usr\/bin\/env (-S )?node ?/, '').split(' ').filter(Boolean)
 export const ADMIN_PASSWORD = 'e2e-admin-password'
 
 export interface NodeProcess {
@@ -27,7 +24,8 @@ export interface NodeProcess {
  */
 export async function startNodeProcess (env: Record<string, string> = {}, options: { dataDir?: string, readyTimeoutMs?: number } = {}): Promise<NodeProcess> {
   const dataDir = options.dataDir ?? await mkdtemp(join(tmpdir(), 'corral-e2e-'))
-  const child = spawn(process.execPath, [...corralNodeFlags, corralBin, 'node'], {
+  // bin/corral.js gives `corral node` its Node flags itself, so test nodes run as installed ones do.
+  const child = spawn(process.execPath, [corralBin, 'node'], {
     env: {
       PATH: process.env.PATH ?? '',
       HOME: process.env.HOME ?? tmpdir(),

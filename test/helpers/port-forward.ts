@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { connect, type Socket } from 'node:net'
-import { corralBin, corralNodeFlags } from './node-process.ts'
+import { corralBin } from './node-process.ts'
 
 export interface PortForwardProcess {
   child: ChildProcess
@@ -12,7 +12,7 @@ export interface PortForwardProcess {
 
 /** Runs `corral port-forward VM :REMOTE` against a node and waits (bounded) for its listening line. */
 export async function startPortForward (server: string, token: string, vm: string, remote: number): Promise<PortForwardProcess> {
-  const child = spawn(process.execPath, [...corralNodeFlags, corralBin, '--server', server, '--token', token, 'port-forward', vm, `:${remote}`], {
+  const child = spawn(process.execPath, [corralBin, '--server', server, '--token', token, 'port-forward', vm, `:${remote}`], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', CORRAL_CONFIG_DIR: '/nonexistent' },
     stdio: ['ignore', 'pipe', 'pipe']
   })
