@@ -16,7 +16,7 @@ export {
 } from './catalog-service.ts'
 export { checkAccess, missingClaims } from './access.ts'
 export { CatalogPeers, CHUNK_PROTOCOL, type CatalogPeersComponents, type CatalogPeersInit, type HolderGarbage } from './p2p.ts'
-export { createProviders, createFolderProvider, createS3Provider, createAzureProvider, createArtifactoryProvider, type ProviderSettings } from './providers/index.ts'
+export { createProviders, createFolderProvider, createArtifactoryProvider, type ProviderSettings } from './providers/index.ts'
 export type {
   CatalogArch, CatalogEntry, CatalogImage, CatalogUser, CatalogVersion, GuestInfo, MinHost, PrefetchResult, ProviderKind, StorageProvider, TransferProgress
 } from './types.ts'

@@ -101,7 +101,7 @@ export async function startNode (config: Config, driverName: Driver['name'], log
     }, {
       cacheDir: config.catalog.cacheDir !== '' ? resolve(config.catalog.cacheDir) : join(dataDir, 'catalog'),
       cacheMaxBytes: config.catalog.cacheMaxMiB * 1048576,
-      providers: createProviders(config.catalog, config.catalog.concurrency),
+      providers: await createProviders(config.catalog, config.catalog.concurrency),
       defaultProvider: config.catalog.defaultProvider === '' ? undefined : config.catalog.defaultProvider,
       concurrency: config.catalog.concurrency,
       zstdLevel: config.catalog.zstdLevel
