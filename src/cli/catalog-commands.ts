@@ -1,5 +1,4 @@
 import { Command } from 'commander'
-import ora from 'ora'
 import { resolve } from 'node:path'
 import { CliError } from './errors.ts'
 import type { ApiClient } from './client.ts'
@@ -237,6 +236,8 @@ export function catalogCommands (client: (cmd: Command) => Promise<ApiClient>, j
 
 /** Polls a job to its end, drawing a progress bar for people; a failed job becomes a CliError. */
 async function follow (api: ApiClient, job: Job, label: string, quiet: boolean): Promise<Job> {
+  // Loaded here, not at start-up: a long-running node never needs it.
+  const { default: ora } = await import('ora')
   const spinner = quiet ? undefined : ora({ text: `${label}: starting`, stream: process.stderr }).start()
   let current = job
   // Bounded by the job itself: it ends (done or failed) or the node goes away (request fails).
