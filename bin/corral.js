@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// Entry point for `corral` and `npx corral`. The sources are TypeScript run by Node's type stripping,
+// Entry point for `corral` and `npx corral`. It runs dist/ (src/ compiled by `npm run build`, which
+// `npm ci` runs) while dist/ matches src/, else the TypeScript sources through Node's type stripping,
 // which needs Node 22.18 or later; npm scripts and npx put the project's own Node 24 on PATH.
 import { fileURLToPath } from 'node:url'
+import { distIsCurrent } from './source-stamp.js'
 
 const [major, minor] = process.versions.node.split('.').map(Number)
 if (major < 22 || (major === 22 && minor < 18)) {
@@ -52,4 +54,5 @@ if (subcommand === 'node') {
   }
 }
 
-await import('../src/cli/main.ts')
+const root = fileURLToPath(new URL('..', import.meta.url))
+await import(distIsCurrent(root) ? '../dist/cli/main.js' : '../src/cli/main.ts')

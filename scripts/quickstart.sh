@@ -35,6 +35,9 @@ if [ ! -x node_modules/.bin/node ] || [ package-lock.json -nt node_modules/.pack
   npm ci --no-audit --no-fund
 fi
 export PATH="$repo/node_modules/.bin:$PATH"
+# npm ci compiled src/ into dist/; a clone whose sources changed since then compiles again (a second),
+# since the node runs dist/ only while it matches src/ (the TypeScript sources cost it more memory).
+node scripts/build.js --optional --if-stale
 corral () { node "$repo/bin/corral.js" "$@"; }
 
 image=sim-ubuntu-24.04

@@ -38,7 +38,8 @@ export function nodeCommand (version: string, env: Record<string, string | undef
     }
     const logger = createLogger(config.log.level, config.log.format)
     const driverName = selectDriver(config.driver, { which: whichSync, platform: process.platform, qemuArch: qemuArchOf(process.arch) })
-    logger.info({ driver: driverName, requested: config.driver, dataDir: config.dataDir }, 'starting corral node')
+    // dist/ (compiled), or src/ (TypeScript) when dist/ is missing or does not match src/ (npm run build).
+    logger.info({ driver: driverName, requested: config.driver, dataDir: config.dataDir, code: import.meta.url.endsWith('.ts') ? 'src' : 'dist' }, 'starting corral node')
     const node = await startNode(config, driverName, logger, version)
     const url = `http://${node.api.address()}`
     logger.info({ url, driver: driverName }, 'corral node ready')
