@@ -36,7 +36,11 @@ export interface HostView extends Omit<HostInfo, 'state'> {
 export interface VmService {
   list: () => Awaitable<VmRecord[]>
   get: (id: string) => Awaitable<VmRecord>
-  create: (request: VmCreateRequest) => Promise<{ vm: VmRecord, done: Promise<VmRecord> }>
+  /**
+   * Accepts the request and answers at once; `settled()` resolves once the VM is booted (or
+   * failed). Only callers that wait call it: following a VM costs a gateway lookups and events.
+   */
+  create: (request: VmCreateRequest) => Promise<{ vm: VmRecord, settled: () => Promise<VmRecord> }>
   /** What placement would do with the request now (dry run); absent where there is no scheduler. */
   explain?: (request: VmCreateRequest) => PlacementResult
   /** `caller` (the acting user) travels with requests forwarded to another host, for its log. */

@@ -34,9 +34,9 @@ export function vmRoutes ({ vms, images, catalog }: ApiComponents): RouteDef[] {
           if (vms.explain == null) throw new VmRequestError('dryRun needs the cluster scheduler, which this node does not run')
           return { status: 200, body: vms.explain({ ...request, owner: principal.subject }) }
         }
-        const { vm, done } = await vms.create({ ...request, owner: principal.subject })
+        const { vm, settled } = await vms.create({ ...request, owner: principal.subject })
         ctx.set('location', `/api/v1/vms/${vm.id}`)
-        return { status: 201, body: query.wait === 'true' ? await done : vm }
+        return { status: 201, body: query.wait === 'true' ? await settled() : vm }
       }
     },
     {

@@ -20,6 +20,8 @@ import { VM_RPC, type ExecFrame } from './rpc-handlers.ts'
 
 /** How long a gateway asks around for a VM gossip has not told it about yet. */
 const LOOKUP_TIMEOUT_MS = 5_000
+/** How many recent placements a gateway remembers the host of (see ClusterVms.remember). */
+const PLACED_MEMORY = 4_096
 
 /**
  * An error the owning host raised, re-raised here under the host's own error name, so the API maps
@@ -69,6 +71,8 @@ export class ClusterVms extends EventTarget implements VmService {
   private readonly init: ClusterVmsInit
   /** Requests this node accepted that no host runs yet (also in the store). */
   private readonly pending = new Map<string, PendingVm>()
+  /** VM id -> the host a placement through this node went to, newest last (see remember()). */
+  private readonly placedOn = new Map<string, string>()
   private resubmitTimer?: NodeJS.Timeout
   /** Callers waiting for a VM to settle, by VM id: one event listener serves them all. */
   private readonly waiters = new Map<string, Set<(event: VmEvent) => void>>()
@@ -159,7 +163,7 @@ export class ClusterVms extends EventTarget implements VmService {
    * Accepts a VM request: keeps it (durably) until a host runs it, hands it to the leader, and
    * answers at once: placed (the host's record) or queued (with its position).
    */
-  async create (request: ClusterCreateRequest): Promise<{ vm: VmRecord, done: Promise<VmRecord> }> {
+  async create (request: ClusterCreateRequest): Promise<{ vm: VmRecord, settled: () => Promise<VmRecord> }> {
     const now = this.c.clock()
     const self = this.c.mesh.self()
     const pending: PendingVm = {
@@ -175,8 +179,12 @@ export class ClusterVms extends EventTarget implements VmService {
     // Written down (and gossiped) only if it has to wait: until the client has its answer nothing
     // is promised, and most requests are placed at once.
     const outcome = await this.submit(pending)
+    const want = request.start !== false ? 'running' : 'stopped'
+    // Followed only for a caller that waits: watching asks the host, and most callers poll later.
+    const settled = (): Promise<VmRecord> => this.watch(pending.id, want, pending.deadline)
     if (outcome.outcome === 'placed') {
-      return { vm: outcome.vm, done: this.watch(pending.id, request.start !== false ? 'running' : 'stopped', pending.deadline) }
+      if (outcome.peerId !== self.peerId) this.remember(pending.id, outcome.peerId)
+      return { vm: outcome.vm, settled }
     }
     if (outcome.outcome === 'rejected') {
       throw new InsufficientCapacityError(outcome.reason, { rejected: outcome.rejected })
@@ -184,7 +192,17 @@ export class ClusterVms extends EventTarget implements VmService {
     if (outcome.outcome === 'queued') Object.assign(pending, { position: outcome.position, reason: outcome.reason })
     await this.savePending(pending)
     this.dispatchEvent(new CustomEvent('vm', { detail: { type: 'vm.state', vm: pendingAsVm(pending), at: new Date(now).toISOString() } satisfies VmEvent }))
-    return { vm: pendingAsVm(pending), done: this.watch(pending.id, request.start !== false ? 'running' : 'stopped', pending.deadline) }
+    return { vm: pendingAsVm(pending), settled }
+  }
+
+  /**
+   * Where this gateway just had a VM placed: until the host's VM feed reaches this node (a delta
+   * batch, ~20 ms) a GET or a wait right after the create goes straight there instead of asking
+   * every node of the cluster.
+   */
+  private remember (id: string, peerId: string): void {
+    this.placedOn.set(id, peerId)
+    while (this.placedOn.size > PLACED_MEMORY) this.placedOn.delete(this.placedOn.keys().next().value as string)
   }
 
   /** To the leader (this node included); no leader or no answer leaves it queued for the next round. */
@@ -423,6 +441,10 @@ export class ClusterVms extends EventTarget implements VmService {
     const remote = this.remoteMembers()
     const gossiped = this.c.publisher.vms.find(id).map(({ owner }) => this.c.mesh.member(owner)).find(m => m != null && m.status !== 'dead')
     if (gossiped != null) return { local: false, member: gossiped }
+    // Placed through this node a moment ago, its host's feed not here yet.
+    const placedOn = this.placedOn.get(id)
+    const recent = placedOn != null ? this.c.mesh.member(placedOn) : undefined
+    if (recent != null && recent.status !== 'dead') return { local: false, member: recent }
     const asked = remote.filter(m => m.status !== 'dead').map(async member => {
       await this.c.mesh.request(member.peerId, VM_RPC.get, { id }, { timeoutMs: LOOKUP_TIMEOUT_MS })
       return member

@@ -161,11 +161,17 @@ export class HostAgent extends EventTarget {
     }
   }
 
-  /** Admits and creates a VM; resolves once the record exists. `done` settles when it is booted. */
-  async create (request: CreateVmRequest): Promise<{ vm: VmRecord, done: Promise<VmRecord> }> {
+  /**
+   * Admits and creates a VM; resolves once the record exists. `done` settles when it is booted
+   * (`settled()` gives the same, as VmService has it).
+   */
+  async create (request: CreateVmRequest): Promise<{ vm: VmRecord, done: Promise<VmRecord>, settled: () => Promise<VmRecord> }> {
     // A scheduler that retries (a new leader, a lost answer) sends the same id: admit it once.
     const existing = request.id != null ? this.vms.get(request.id) : undefined
-    if (existing != null) return { vm: structuredClone(existing), done: Promise.resolve(structuredClone(existing)) }
+    if (existing != null) {
+      const done = Promise.resolve(structuredClone(existing))
+      return { vm: structuredClone(existing), done, settled: () => done }
+    }
     // A catalog image the host lacks is admitted from its description and pulled in provision().
     const image = await this.components.images.lookup(request.image)
     const id = request.id ?? newVmId()
@@ -196,7 +202,7 @@ export class HostAgent extends EventTarget {
     // already refuses other actions in; a mark released after the last state change would make a
     // delete right after ?wait=true answered "running" fail for a moment.
     const done = this.track(this.provision(record, image, request.start !== false))
-    return { vm: structuredClone(record), done }
+    return { vm: structuredClone(record), done, settled: () => done }
   }
 
   private async provision (record: VmRecord, pending: Awaited<ReturnType<LocalImages['lookup']>>, boot: boolean): Promise<VmRecord> {
