@@ -12,7 +12,7 @@ import { ClusterVms } from '../scheduler/cluster/cluster-vms.ts'
 import { StatePublisher } from '../scheduler/cluster/state-publisher.ts'
 import { registerAdmission, registerVmRpc } from '../scheduler/cluster/rpc-handlers.ts'
 import { SchedulerService } from '../scheduler/cluster/scheduler-service.ts'
-import { LeaderElection } from '../scheduler/leader/leader-election.ts'
+import { LEASE_COLLECTION, LeaderElection } from '../scheduler/leader/leader-election.ts'
 import { createMeshNode, encodeJoinToken, type MeshNode } from '../node/index.ts'
 import { createReplicatedStore } from '../node/replicated-store.ts'
 import { memberAppears, resolveClusterIdentity } from './cluster-identity.ts'
@@ -62,7 +62,9 @@ export async function startNode (config: Config, driverName: Driver['name'], log
       gossip: { colocationWeight: config.cluster.colocationWeight },
       heartbeatMs: config.cluster.heartbeatMs,
       suspectAfterMs: config.cluster.suspectAfterMs,
-      deadAfterMs: config.cluster.deadAfterMs
+      deadAfterMs: config.cluster.deadAfterMs,
+      // Renewed twice a second; after a restart an old lease is as good as the last one (expired).
+      volatileCollections: [LEASE_COLLECTION]
     })
     await mesh.start()
     stack.push(async () => await mesh.stop())

@@ -53,6 +53,12 @@ export interface FeedsTransport {
 export interface FeedsInit {
   /** Changes made within this window go out as one delta. */
   batchMs: number
+  /**
+   * A busy feed sends a delta at most this often (default: batchMs). Every delta reaches every
+   * node, several copies each, so a host placing many VMs a second gossips a few larger deltas
+   * instead of many small ones; the first change after a quiet spell still goes out after batchMs.
+   */
+  minGapMs?: number
   /** Bytes of row JSON per delta message; a bigger batch is split. */
   maxDeltaBytes: number
   /** How long a replica may trail a heartbeat's cursor before it fetches the whole feed. */
@@ -83,6 +89,8 @@ interface LocalFeed {
   rows: Map<string, FeedRow>
   dirty: Map<string, FeedRow | undefined>
   timer: NodeJS.Timeout | undefined
+  /** When the last delta went out (clock ms). */
+  flushedAt: number
 }
 
 interface Replica {
@@ -224,7 +232,7 @@ export class Feeds {
     let f = this.local.get(name)
     if (f == null) {
       // A fresh epoch per process: a replica of the last run's feed can never be mistaken for this one.
-      f = { epoch: randomInt(2 ** 47), version: 0, published: 0, rows: new Map(), dirty: new Map(), timer: undefined }
+      f = { epoch: randomInt(2 ** 47), version: 0, published: 0, rows: new Map(), dirty: new Map(), timer: undefined, flushedAt: -Infinity }
       this.local.set(name, f)
     }
     return f
@@ -235,12 +243,16 @@ export class Feeds {
     else f.rows.set(id, row)
     f.dirty.set(id, row)
     f.version++
-    f.timer ??= setTimeout(() => { this.flushFeed(name, f) }, this.init.batchMs)
+    if (f.timer == null) {
+      const gap = f.flushedAt + (this.init.minGapMs ?? this.init.batchMs) - this.t.clock()
+      f.timer = setTimeout(() => { this.flushFeed(name, f) }, Math.max(this.init.batchMs, gap))
+    }
   }
 
   private flushFeed (name: string, f: LocalFeed): void {
     f.timer = undefined
     if (this.stopped || f.dirty.size === 0) return
+    f.flushedAt = this.t.clock()
     const entries = [...f.dirty]
     f.dirty.clear()
     // Split by size; the version range of the whole batch is spread over its parts, the last one

@@ -6,6 +6,9 @@
  *   alive --(suspectAfterMs silent, or lost connection + failed ping)--> suspect
  *   suspect --(deadAfterMs silent)--> dead
  *   suspect/dead --(heartbeat or successful ping)--> alive
+ *
+ * The timeouts are for a member that heartbeats every `heartbeatMs`; one that says it heartbeats
+ * less often (a large cluster spaces them out, see MeshNode) gets them stretched in proportion.
  */
 import type { SafeEmitter } from './emitter.ts'
 import { deepFreeze } from './freeze.ts'
@@ -18,6 +21,8 @@ export interface MembershipInit {
   clock: () => number
   suspectAfterMs: number
   deadAfterMs: number
+  /** The heartbeat interval the timeouts above are set for. */
+  heartbeatMs: number
 }
 
 export interface HeartbeatOutcome {
@@ -31,6 +36,8 @@ export interface HeartbeatOutcome {
 
 export class Membership {
   private readonly table = new Map<string, Member>()
+  /** Each member's announced heartbeat interval, where it differs from ours. */
+  private readonly every = new Map<string, number>()
   private readonly init: MembershipInit
 
   constructor (init: MembershipInit) {
@@ -58,6 +65,10 @@ export class Membership {
     if (hb.peerId === this.init.selfId) return outcome
     const now = this.init.clock()
     const existing = this.table.get(hb.peerId)
+    // A light heartbeat (no state) says only "still here": a stranger waits for a full one.
+    if (hb.state === undefined && existing === undefined) return outcome
+    if (hb.every !== undefined && hb.every > this.init.heartbeatMs) this.every.set(hb.peerId, hb.every)
+    else this.every.delete(hb.peerId)
     if (existing === undefined) {
       const member: Member = { ...copyState(hb), status: 'alive', lastSeen: now, statusSince: now, self: false }
       this.table.set(hb.peerId, member)
@@ -65,7 +76,8 @@ export class Membership {
       return { joined: true, updated: true, addrsChanged: true }
     }
     existing.lastSeen = Math.max(existing.lastSeen, now)
-    if (hb.version > existing.version) {
+    // A newer version without its state: the sender repeats full heartbeats after a change.
+    if (hb.version > existing.version && hb.state !== undefined) {
       outcome.addrsChanged = !sameList(existing.addrs, hb.addrs)
       Object.assign(existing, copyState(hb))
       if (hb.apiAddress === undefined) delete existing.apiAddress
@@ -99,13 +111,14 @@ export class Membership {
     const suspects: string[] = []
     for (const m of this.table.values()) {
       const silent = now - m.lastSeen
-      if (silent >= this.init.deadAfterMs) {
+      const stretch = Math.max(1, (this.every.get(m.peerId) ?? this.init.heartbeatMs) / this.init.heartbeatMs)
+      if (silent >= this.init.deadAfterMs * stretch) {
         if (m.status !== 'dead') {
           // Never skip the suspect step: listeners may rely on seeing it first.
           if (m.status === 'alive') this.setStatus(m, 'suspect', now)
           this.setStatus(m, 'dead', now)
         }
-      } else if (silent >= this.init.suspectAfterMs && m.status === 'alive') {
+      } else if (silent >= this.init.suspectAfterMs * stretch && m.status === 'alive') {
         this.setStatus(m, 'suspect', now)
       }
       if (m.status === 'suspect') suspects.push(m.peerId)
@@ -124,8 +137,9 @@ export class Membership {
   }
 }
 
-function copyState (hb: HeartbeatMessage): Omit<HeartbeatMessage, never> {
-  const out: HeartbeatMessage = { peerId: hb.peerId, nodeName: hb.nodeName, addrs: [...hb.addrs], version: hb.version, state: deepFreeze(hb.state) }
+/** Only called with a full heartbeat (one that has its state). */
+function copyState (hb: HeartbeatMessage): Omit<HeartbeatMessage, 'every'> & { state: unknown } {
+  const out: HeartbeatMessage & { state: unknown } = { peerId: hb.peerId, nodeName: hb.nodeName, addrs: [...hb.addrs], version: hb.version, state: deepFreeze(hb.state) }
   if (hb.apiAddress !== undefined) out.apiAddress = hb.apiAddress
   return out
 }

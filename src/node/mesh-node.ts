@@ -42,6 +42,7 @@ import type {
   BootstrapRetryOptions, Member, MeshEventName, MeshEvents, MeshMetrics, MeshNode, MeshNodeComponents, MeshNodeInit,
   RecordStore, RequestOptions, RpcHandler, SelfInfo, StreamHandler, StreamProtocolOptions
 } from './types.ts'
+import './yamux-window.ts'
 import { decodeFeedDelta, decodeHeartbeat, decodeRecordsGossip, encodeJson, isFeedSnapshotEnd, isFeedSnapshotFrame, jsonSize } from './wire.ts'
 import type { FeedDeltaMessage, HeartbeatMessage, RecordsGossipMessage } from './wire.ts'
 
@@ -60,8 +61,23 @@ const REBOOTSTRAP_MS = 10_000
 const JOIN_RESPONDERS = 8
 /** Dials started per tick to reach targetPeers: joins spread out instead of storming. */
 const TOP_UP_DIALS_PER_TICK = 2
+/**
+ * Gossipsub mesh degrees, below libp2p's (D 6, 4..12, lazy 6), which suit a public network that
+ * must survive hostile peers. Here every peer holds the cluster key, and a node's own messages go
+ * to every connected peer first (flood publish), so the mesh only carries them on to nodes that
+ * lack a direct connection; each extra degree is one more duplicate of every message that every
+ * node receives, decrypts and drops. With D 3 a cluster of N nodes moves ~4N copies of a message
+ * instead of ~8N-12N.
+ */
+const GOSSIP_DEGREES = { D: 3, Dlo: 2, Dhi: 5, Dout: 1, Dscore: 1, Dlazy: 3 } as const
+/** Up to this many members every node heartbeats every heartbeatMs; beyond, less often (heartbeatEvery). */
+const HEARTBEAT_NODES = 10
+/** A full heartbeat (with the node's state) at least every this many heartbeats. */
+const FULL_HEARTBEAT_EVERY = 4
 /** Feed changes within this window go out as one delta. */
 const FEED_BATCH_MS = 20
+/** A busy feed sends at most ten deltas a second (see FeedsInit.minGapMs). */
+const FEED_MIN_GAP_MS = 100
 /** A replica trailing an owner's advertised cursor this long fetches the whole feed. */
 const FEED_GRACE_MS = 1_500
 /** Rows per frame of a feed snapshot. */
@@ -128,6 +144,10 @@ class MeshNodeImpl implements MeshNode {
   private timer: NodeJS.Timeout | undefined
   private heartbeatSoon: NodeJS.Timeout | undefined
   private lastExtraHeartbeatAt = 0
+  private lastHeartbeatAt = 0
+  /** The version the last full heartbeat carried, and light ones sent since. */
+  private lastFullVersion = -1
+  private lightSinceFull = 0
   private startedAt = 0
 
   // This node's own NodeState.
@@ -172,7 +192,8 @@ class MeshNodeImpl implements MeshNode {
       events: this.events,
       clock: this.clock,
       suspectAfterMs: init.suspectAfterMs,
-      deadAfterMs: init.deadAfterMs
+      deadAfterMs: init.deadAfterMs,
+      heartbeatMs: init.heartbeatMs
     })
     this.recordStore = new MeshRecordStore({
       nodeId: this.selfId,
@@ -182,7 +203,8 @@ class MeshNodeImpl implements MeshNode {
       counters: this.counters,
       clock: this.clock,
       maxClockDriftMs: DEFAULTS.maxClockDriftMs,
-      publish: async entries => { await this.publishRecords(entries) }
+      publish: async entries => { await this.publishRecords(entries) },
+      volatileCollections: init.volatileCollections
     })
     this.records = this.guardedRecords()
     // A newcomer should learn the others (and get direct links) now, not a heartbeat later.
@@ -207,7 +229,7 @@ class MeshNodeImpl implements MeshNode {
       emit: change => { this.events.emit('feed:change', change) },
       count: what => { this.counters.inc(what === 'delta' ? 'feedDeltasApplied' : 'feedSnapshotsFetched') },
       onError: (err, owner, feed) => { this.log.debug({ err, peer: owner, feed }, 'could not fetch a feed; the next heartbeat retries') }
-    }, { batchMs: FEED_BATCH_MS, maxDeltaBytes: MAX_FEED_DELTA_BYTES - 4096, graceMs: FEED_GRACE_MS })
+    }, { batchMs: FEED_BATCH_MS, minGapMs: FEED_MIN_GAP_MS, maxDeltaBytes: MAX_FEED_DELTA_BYTES - 4096, graceMs: FEED_GRACE_MS })
     this.rpc = new RpcService({
       selfId: this.selfId,
       log,
@@ -242,6 +264,9 @@ class MeshNodeImpl implements MeshNode {
         emitSelf: false,
         allowedTopics: [HEARTBEAT_TOPIC, RECORDS_TOPIC, FEEDS_TOPIC],
         maxInboundDataLength: MAX_GOSSIP_RPC_BYTES,
+        // IDONTWANT (gossipsub 1.2) saves bandwidth only on large messages; on heartbeat-sized ones
+        // it is one more control message to every mesh peer for each message received.
+        idontwantMinDataSize: 16 * 1024,
         // Runs on every inbound message before gossipsub's own checks: the one place to count
         // unsigned messages, which StrictSign drops before any topic validator sees them. The id
         // (sender + sequence number) is what gossipsub derives for signed messages anyway.
@@ -252,7 +277,8 @@ class MeshNodeImpl implements MeshNode {
           }
           return `${Buffer.from(msg.from).toString('base64')}:${Buffer.from(msg.seqno).toString('hex')}`
         },
-        scoreParams: { IPColocationFactorWeight: this.init.gossip.colocationWeight }
+        scoreParams: { IPColocationFactorWeight: this.init.gossip.colocationWeight },
+        ...GOSSIP_DEGREES
       })
     }
     if (this.init.mdns.enabled) {
@@ -355,6 +381,7 @@ class MeshNodeImpl implements MeshNode {
     } catch (err) {
       this.log.warn({ err }, 'libp2p did not stop cleanly')
     }
+    await this.recordStore.flush().catch((err: unknown) => { this.log.warn({ err }, 'could not write the last volatile records') })
     this.phase = 'stopped'
     this.log.info({ peerId: this.selfId }, 'mesh node stopped')
   }
@@ -668,12 +695,26 @@ class MeshNodeImpl implements MeshNode {
     this.heartbeatSoon = setTimeout(() => {
       this.heartbeatSoon = undefined
       this.lastExtraHeartbeatAt = this.clock()
-      this.publishHeartbeat()
+      // For a newcomer or a change: with the state.
+      this.publishHeartbeat(true)
     }, delay)
   }
 
-  private publishHeartbeat (): void {
+  /**
+   * This node's heartbeat interval now: heartbeatMs up to HEARTBEAT_NODES members, then longer in
+   * proportion, so the whole cluster sends about HEARTBEAT_NODES heartbeats per heartbeatMs
+   * whatever its size. Every heartbeat reaches every node, so a fixed interval would cost each
+   * node O(N) messages a second and the cluster O(N^2); crashes are still seen at once (a closed
+   * connection and a failed ping), only silent failures take longer to suspect.
+   */
+  private heartbeatEvery (): number {
+    const members = 1 + this.membership.ids().length - this.membership.ids('dead').length
+    return Math.round(this.init.heartbeatMs * Math.max(1, members / HEARTBEAT_NODES))
+  }
+
+  private publishHeartbeat (full = false): void {
     if (this.phase !== 'running') return
+    this.lastHeartbeatAt = this.clock()
     // Read afresh each heartbeat, whatever libp2p signalled: the announced list is never stale for long.
     this.addrsCache = undefined
     const addrs = this.selfAddrs()
@@ -682,6 +723,15 @@ class MeshNodeImpl implements MeshNode {
       this.version = Math.max(this.version + 1, this.clock())
     }
     const hb = this.heartbeat()
+    // The state goes out when it changed, then with every FULL_HEARTBEAT_EVERY-th heartbeat (for a
+    // node that missed it, or just joined); in between a light heartbeat says "still here".
+    if (!full && this.version === this.lastFullVersion && this.lightSinceFull < FULL_HEARTBEAT_EVERY - 1) {
+      delete hb.state
+      this.lightSinceFull++
+    } else {
+      this.lastFullVersion = this.version
+      this.lightSinceFull = 0
+    }
     this.libp2p.services.pubsub.publish(HEARTBEAT_TOPIC, encodeJson(hb)).catch((err: unknown) => {
       this.log.debug({ err }, 'heartbeat not published')
     })
@@ -695,6 +745,8 @@ class MeshNodeImpl implements MeshNode {
       version: this.version,
       state: this.localState
     }
+    const every = this.heartbeatEvery()
+    if (every !== this.init.heartbeatMs) hb.every = every
     if (this.apiAddress !== undefined) hb.apiAddress = this.apiAddress
     const feeds = this.feeds.cursors()
     if (Object.keys(feeds).length > 0) hb.feeds = feeds
@@ -794,7 +846,8 @@ class MeshNodeImpl implements MeshNode {
   private tick (): void {
     if (this.phase !== 'running') return
     try {
-      this.publishHeartbeat()
+      // Half a tick early rather than a whole tick late: timers drift.
+      if (this.clock() - this.lastHeartbeatAt >= this.heartbeatEvery() - this.init.heartbeatMs / 2) this.publishHeartbeat()
       this.feeds.tick()
       for (const id of this.membership.tick()) this.pingPeer(id)
       this.maintainConnections()

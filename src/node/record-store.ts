@@ -28,15 +28,25 @@ export interface MeshRecordStoreInit {
   maxClockDriftMs: number
   /** Spread freshly written local entries; failures are logged, sync repairs them. */
   publish: (entries: RecordEntry[]) => Promise<void>
+  /** Collections persisted lazily (see MeshNodeInit.volatileCollections). */
+  volatileCollections?: Iterable<string>
 }
+
+/** How long a change to a volatile collection may wait in memory before it is written. */
+const VOLATILE_FLUSH_MS = 5_000
 
 export class MeshRecordStore implements RecordStore {
   private readonly entries = new Map<string, RecordEntry>()
   private readonly hlc: HybridClock
   private readonly init: MeshRecordStoreInit
+  private readonly volatile: ReadonlySet<string>
+  /** Keys of volatile records changed since they were last written. */
+  private readonly unwritten = new Set<string>()
+  private flushTimer: NodeJS.Timeout | undefined
 
   constructor (init: MeshRecordStoreInit) {
     this.init = init
+    this.volatile = new Set(init.volatileCollections ?? [])
     this.hlc = new HybridClock({ node: init.nodeId, now: init.clock, maxDriftMs: init.maxClockDriftMs })
   }
 
@@ -167,6 +177,32 @@ export class MeshRecordStore implements RecordStore {
   private async persist (key: string): Promise<void> {
     const entry = this.entries.get(key)
     if (entry === undefined) return
+    if (this.volatile.has(entry.collection)) {
+      // Every node would otherwise rewrite its records file (fsync and all) on every renewal.
+      this.unwritten.add(key)
+      this.flushTimer ??= setTimeout(() => {
+        this.flushTimer = undefined
+        this.flush().catch(() => undefined)
+      }, VOLATILE_FLUSH_MS)
+      this.flushTimer.unref?.()
+      return
+    }
+    await this.write(entry)
+  }
+
+  /** Writes the volatile records changed since their last write (the mesh calls it at stop too). */
+  async flush (): Promise<void> {
+    clearTimeout(this.flushTimer)
+    this.flushTimer = undefined
+    const keys = [...this.unwritten]
+    this.unwritten.clear()
+    await Promise.all(keys.map(async key => {
+      const entry = this.entries.get(key)
+      if (entry !== undefined) await this.write(entry)
+    }))
+  }
+
+  private async write (entry: RecordEntry): Promise<void> {
     try {
       await this.init.store.put(RECORDS_STORE_COLLECTION, storeId(entry.collection, entry.id), entry)
     } catch (err) {

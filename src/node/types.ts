@@ -78,6 +78,12 @@ export interface MeshNodeInit {
   rpcTimeoutMs?: number
   /** Tombstones older than this are purged. Longer than any outage you expect a node to survive. */
   tombstoneTtlMs?: number
+  /**
+   * Record collections that change often and whose latest value a restart may lose (a lease
+   * renewed twice a second): written to the store at most every few seconds and at stop, not on
+   * every change. Their gossip and sync are as for any record.
+   */
+  volatileCollections?: string[]
 }
 
 export type MemberStatus = 'alive' | 'suspect' | 'dead'

@@ -40,7 +40,10 @@ export const HeartbeatSchema = Type.Object({
   apiAddress: Type.Optional(Type.String({ maxLength: 512 })),
   addrs: Type.Array(Type.String({ maxLength: 512 }), { maxItems: 32 }),
   version: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
-  state: Type.Unknown(),
+  /** Absent in a light heartbeat: the sender's state is still that of `version`, sent before. */
+  state: Type.Optional(Type.Unknown()),
+  /** How often the sender heartbeats now (ms): its silence is judged against this. */
+  every: Type.Optional(Type.Integer({ minimum: 1, maximum: 3_600_000 })),
   /** Where each of the sender's feeds stands: [epoch, version] (see feeds.ts). */
   feeds: Type.Optional(Type.Record(Type.String({ pattern: FEED_NAME_PATTERN }), Type.Tuple([Counter, Counter]), { maxProperties: 16 }))
 }, { additionalProperties: false })

@@ -203,3 +203,35 @@ test('over real gossip: rows reach every node as deltas, and a node that joins l
     await fixture.cleanup()
   }
 })
+
+test('a quiet feed sends after batchMs; a busy one at most once per minGapMs, nothing lost', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: 10_000 })
+  const sent: Array<{ at: number, to: number, ids: string[] }> = []
+  const feeds = new Feeds({
+    selfId: 'owner',
+    clock: () => Date.now(),
+    publish: delta => { sent.push({ at: Date.now(), to: delta.to, ids: delta.upserts.map(r => r.id) }) },
+    fetchSnapshot: async () => { throw new Error('not used') },
+    emit: () => {},
+    onError: err => { throw err }
+  }, { batchMs: 20, minGapMs: 100, maxDeltaBytes: 64 * 1024, graceMs: 500 })
+  const vms = feeds.feed<Row>('vms')
+  vms.set({ id: 'a', state: 'creating' })
+  t.mock.timers.tick(20)
+  assert.deepEqual(sent, [{ at: 10_020, to: 1, ids: ['a'] }], 'the first change after a quiet spell waits only batchMs')
+  // Busy: changes 10 ms after that delta wait until 100 ms after it, and go out together.
+  t.mock.timers.tick(10)
+  vms.set({ id: 'b', state: 'creating' })
+  t.mock.timers.tick(30)
+  vms.set({ id: 'c', state: 'creating' })
+  t.mock.timers.tick(59)
+  assert.equal(sent.length, 1)
+  t.mock.timers.tick(1)
+  assert.deepEqual(sent[1], { at: 10_120, to: 3, ids: ['b', 'c'] })
+  // Quiet again: back to batchMs.
+  t.mock.timers.tick(500)
+  vms.set({ id: 'd', state: 'creating' })
+  t.mock.timers.tick(20)
+  assert.deepEqual(sent[2], { at: 10_640, to: 4, ids: ['d'] })
+  feeds.stop()
+})

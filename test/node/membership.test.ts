@@ -12,7 +12,7 @@ function setup (): { membership: Membership, events: string[], advance: (ms: num
   for (const name of ['member:join', 'member:update', 'member:suspect', 'member:dead', 'member:alive'] as const) {
     emitter.on(name, m => { events.push(`${name} ${m.nodeName} ${m.status}`) })
   }
-  const membership = new Membership({ selfId: 'me', events: emitter, clock: () => now, suspectAfterMs: 300, deadAfterMs: 1000 })
+  const membership = new Membership({ selfId: 'me', events: emitter, clock: () => now, suspectAfterMs: 300, deadAfterMs: 1000, heartbeatMs: 100 })
   return { membership, events, advance: ms => { now += ms } }
 }
 
@@ -58,6 +58,46 @@ test('a long gap still reports suspect before dead', () => {
   assert.deepEqual(events.slice(1), ['member:suspect n1 suspect', 'member:dead n1 dead'])
 })
 
+test('a light heartbeat (no state) keeps a member alive, never replaces its state, and introduces no stranger', () => {
+  const { membership, events, advance } = setup()
+  const light = (version: number, peerId = 'p1'): Parameters<Membership['onHeartbeat']>[0] => ({ peerId, nodeName: 'n1', addrs: [], version })
+  assert.deepEqual(membership.onHeartbeat(light(1, 'stranger')), { joined: false, updated: false, addrsChanged: false })
+  assert.equal(membership.get('stranger'), undefined)
+  membership.onHeartbeat(hb(1, { state: { cpus: 2 } }))
+  advance(250)
+  // A newer version without its state: still here, but the state waits for the full heartbeat.
+  assert.deepEqual(membership.onHeartbeat(light(2)), { joined: false, updated: false, addrsChanged: false })
+  advance(250)
+  assert.deepEqual(membership.tick(), [], 'the light heartbeat counted as a sign of life')
+  assert.deepEqual(membership.get('p1')!.state, { cpus: 2 })
+  assert.deepEqual(membership.onHeartbeat(hb(2, { state: { cpus: 3 } })).updated, true)
+  assert.deepEqual(membership.get('p1')!.state, { cpus: 3 })
+  assert.deepEqual(events, ['member:join n1 alive', 'member:update n1 alive'])
+})
+
+test('a member that heartbeats less often (a large cluster) is judged against its own interval', () => {
+  const { membership, advance } = setup()
+  // Ours is 100 ms with suspect after 300 and dead after 1000; it says it beats every 500 ms.
+  membership.onHeartbeat({ ...hb(1), every: 500 })
+  advance(1400)
+  membership.tick()
+  assert.equal(membership.get('p1')!.status, 'alive', 'suspect after 5 x 300 ms, not 300 ms')
+  advance(100)
+  membership.tick()
+  assert.equal(membership.get('p1')!.status, 'suspect')
+  advance(3499)
+  membership.tick()
+  assert.equal(membership.get('p1')!.status, 'suspect', 'dead after 5 x 1000 ms')
+  advance(1)
+  membership.tick()
+  assert.equal(membership.get('p1')!.status, 'dead')
+  // Back to the usual interval: the usual timeouts.
+  membership.onHeartbeat(hb(2))
+  advance(300)
+  membership.tick()
+  assert.equal(membership.get('p1')!.status, 'suspect')
+})
+
 test('a failed ping after a lost connection suspects at once; contact revives', () => {
   const { membership, events } = setup()
   membership.onHeartbeat(hb(1))
@@ -75,7 +115,7 @@ test('a listener that throws does not stop the others', () => {
   const seen: string[] = []
   emitter.on('member:join', () => { throw new Error('boom') })
   emitter.on('member:join', m => { seen.push(m.peerId) })
-  const membership = new Membership({ selfId: 'me', events: emitter, clock: () => 0, suspectAfterMs: 1, deadAfterMs: 2 })
+  const membership = new Membership({ selfId: 'me', events: emitter, clock: () => 0, suspectAfterMs: 1, deadAfterMs: 2, heartbeatMs: 1 })
   membership.onHeartbeat(hb(1))
   assert.deepEqual(seen, ['p1'])
 })

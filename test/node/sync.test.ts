@@ -111,3 +111,27 @@ test('local writes are checked before anything changes', async () => {
   await assert.rejects(a.records.put('vms', 'x', () => 1), { name: 'RecordInvalidError' })
   assert.equal(a.records.size(), 0)
 })
+
+test('a volatile collection is written to the store on flush, not on each change; others at once', async () => {
+  const log = pino({ level: 'silent' })
+  const store = new MemoryStore()
+  const records = new MeshRecordStore({
+    nodeId: 'node-a', store, log, events: new SafeEmitter<MeshEvents>(log), counters: new MeshCounters(), clock: () => 1_000_000,
+    maxClockDriftMs: 60_000, publish: async () => {}, volatileCollections: ['lease']
+  })
+  await records.put('lease', 'leader', { term: 1 })
+  await records.put('lease', 'leader', { term: 2 })
+  await records.put('users', 'alice', { name: 'alice' })
+  const stored = (): string[] => store.list<{ collection: string, value: unknown }>('mesh-records').map(e => `${e.collection}:${JSON.stringify(e.value)}`).sort()
+  assert.deepEqual(stored(), ['users:{"name":"alice"}'])
+  assert.deepEqual(records.get('lease', 'leader'), { term: 2 }, 'readable at once all the same')
+  await records.flush()
+  assert.deepEqual(stored(), ['lease:{"term":2}', 'users:{"name":"alice"}'])
+  // A restart loads what was flushed.
+  const reloaded = new MeshRecordStore({
+    nodeId: 'node-a', store, log, events: new SafeEmitter<MeshEvents>(log), counters: new MeshCounters(), clock: () => 1_000_000,
+    maxClockDriftMs: 60_000, publish: async () => {}, volatileCollections: ['lease']
+  })
+  reloaded.load()
+  assert.deepEqual(reloaded.get('lease', 'leader'), { term: 2 })
+})
