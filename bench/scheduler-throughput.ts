@@ -55,7 +55,11 @@ const slots = Math.min(4096, Math.ceil(2 * (placements + sequential) / hostCount
 const sim = {
   CORRAL_SIM_CPUS: String(slots), CORRAL_SIM_MEMORY_MI_B: String(slots * VM.memoryMiB), CORRAL_SIM_DISK_MI_B: String(slots * 1024 * 1024),
   CORRAL_SIM_TIMINGS_CREATE_MS: '0', CORRAL_SIM_TIMINGS_START_MS: '0', CORRAL_SIM_TIMINGS_STOP_MS: '0', CORRAL_SIM_TIMINGS_DELETE_MS: '0',
-  CORRAL_LOG_LEVEL: 'warn'
+  CORRAL_LOG_LEVEL: 'warn',
+  // BENCH_ENV='CORRAL_X=1,CORRAL_Y=2' passes settings to every node (to compare configurations).
+  ...Object.fromEntries((process.env.BENCH_ENV ?? '').split(',').filter(kv => kv.includes('=')).map(kv => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
+  // e.g. BENCH_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile every node.
+  ...(process.env.BENCH_NODE_OPTIONS != null ? { NODE_OPTIONS: process.env.BENCH_NODE_OPTIONS } : {})
 }
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
@@ -178,6 +182,13 @@ try {
   const gateways = nodes.filter(n => n !== byName.get(leader!))
   console.log(`${hostCount} hosts (node processes) up and agreed on leader ${leader} after ${((performance.now() - started) / 1000).toFixed(1)} s; timings from config/default.yaml; each host ${sim.CORRAL_SIM_CPUS} CPUs, sim operations 0 ms; data folders in ${dataBase}, where one durable atomic write takes ${fsyncMs.toFixed(1)} ms`)
 
+  // ---- idle: what the mesh costs with nothing to place (heartbeats, gossip, failure detection) ----
+  const idleBefore = await nodesCpu(nodes)
+  const idleStart = performance.now()
+  await sleep(5_000)
+  const idleCores = (await nodesCpu(nodes) - idleBefore) / ((performance.now() - idleStart) / 1000)
+  console.log(`idle: the ${hostCount} node processes used ${idleCores.toFixed(2)} cores in all (${(idleCores * 1000 / hostCount).toFixed(1)} ms of CPU per node per second) with nothing to place`)
+
   // ---- latency: one request at a time through one non-leader gateway ----------------------------
   const latencies: number[] = []
   let notPlaced = 0
@@ -255,8 +266,8 @@ try {
   console.log(`  CPU meanwhile: node processes ${(cpu / (elapsed / 1000)).toFixed(2)} cores in all, the leader ${(leaderCpu / (elapsed / 1000)).toFixed(2)} cores; machine has ${cpus().length} cores, load average ${loadavg()[0]!.toFixed(1)} (others' work included)`)
   const vmsOn = new Map(hosts.map(h => [h.name, h.vms.total]))
   const names = [...byName.entries()]
-  const busiest = perNode.map((c, i) => ({ c, name: names.find(([, n]) => n === nodes[i])?.[0] ?? `node ${i}` })).sort((a, b) => b.c - a.c).slice(0, 3)
-  console.log(`  busiest node processes: ${busiest.map(b => `${b.name} (${b.name === leader ? 'leader' : 'gateway'}, ${vmsOn.get(b.name) ?? 0} VMs) ${(b.c / (elapsed / 1000)).toFixed(2)} cores`).join(', ')}; ${(cpu / ids.length * 1000).toFixed(1)} ms of CPU per placement across the cluster`)
+  const busiest = perNode.map((c, i) => ({ c, name: names.find(([, n]) => n === nodes[i])?.[0] ?? `node ${i}` })).sort((a, b) => b.c - a.c).slice(0, hostCount <= 12 ? hostCount : 3)
+  console.log(`  ${hostCount <= 12 ? 'node processes' : 'busiest node processes'}: ${busiest.map(b => `${b.name} (${b.name === leader ? 'leader' : 'gateway'}, ${vmsOn.get(b.name) ?? 0} VMs) ${(b.c / (elapsed / 1000)).toFixed(2)} cores`).join(', ')}; ${(cpu / ids.length * 1000).toFixed(1)} ms of CPU per placement across the cluster`)
   console.log(`  VMs per host afterwards: min ${Math.min(...perHost)}, max ${Math.max(...perHost)}, total ${perHost.reduce((a, b) => a + b, 0)} (binpack policy); each VM ${oneVm.cpus} CPU, ${oneVm.memoryMiB} MiB memory, ${oneVm.diskMiB} MiB disk`)
 } catch (err) {
   // What the nodes said (warnings and errors only), to see why.

@@ -1,0 +1,61 @@
+/**
+ * bench/mesh-idle-cpu: what an idle mesh costs in CPU. N real `corral node` processes (sim driver)
+ * on 127.0.0.1 join by bootstrap, and once every node sees every other alive the bench measures,
+ * over --seconds, the CPU the node processes use with nothing to do: heartbeats, gossip, failure
+ * detection, lease renewals. On a small machine this is what bounds how many nodes it can hold
+ * and what is left for placements. Prints figures; asserts nothing.
+ *
+ *   node bench/mesh-idle-cpu.ts [--nodes 10] [--seconds 20]
+ *
+ * BENCH_NODE_OPTIONS='--cpu-prof --cpu-prof-dir=DIR' profiles every node (written when it stops).
+ */
+import { cpus, loadavg } from 'node:os'
+import { parseArgs } from 'node:util'
+import { startNodeProcess, call, ADMIN_PASSWORD, type NodeProcess } from '../test/helpers/node-process.ts'
+import { cpuSeconds } from './proc-stats.ts'
+
+const { values } = parseArgs({ options: { nodes: { type: 'string', default: '10' }, seconds: { type: 'string', default: '20' } } })
+const count = Math.max(2, Math.min(100, Number(values.nodes)))
+const seconds = Math.max(1, Math.min(600, Number(values.seconds)))
+const LIMIT_MS = Number(process.env.BENCH_LIMIT_MS ?? 600_000)
+const env: Record<string, string> = {
+  CORRAL_LOG_LEVEL: 'warn',
+  // BENCH_ENV='CORRAL_X=1,CORRAL_Y=2' passes settings to every node (to compare configurations).
+  ...Object.fromEntries((process.env.BENCH_ENV ?? '').split(',').filter(kv => kv.includes('=')).map(kv => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
+  ...(process.env.BENCH_NODE_OPTIONS != null ? { NODE_OPTIONS: process.env.BENCH_NODE_OPTIONS } : {})
+}
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+const nodes: NodeProcess[] = []
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => { void Promise.all(nodes.map(async n => { await n.destroy() })).finally(() => process.exit(130)) })
+}
+const total = async (): Promise<number> => nodes.map(n => cpuSeconds(n.child.pid as number)).reduce((a, b) => a + b, 0)
+try {
+  const started = performance.now()
+  nodes.push(await startNodeProcess({ ...env, CORRAL_NODE_NAME: 'n00' }, { readyTimeoutMs: 120_000 }))
+  const token = (await call(nodes[0]!.url, 'POST', '/api/v1/auth/token', { body: { username: 'admin', password: ADMIN_PASSWORD } })).body.token as string
+  const joinToken = (await call(nodes[0]!.url, 'GET', '/api/v1/cluster/join-token', { token })).body.token as string
+  // A few at a time: start-up is CPU-bound and the machine is small.
+  for (let i = 1; i < count; i += 4) {
+    const batch = Array.from({ length: Math.min(4, count - i) }, (_, k) => i + k)
+    nodes.push(...await Promise.all(batch.map(async j => await startNodeProcess({ ...env, CORRAL_NODE_NAME: `n${String(j).padStart(2, '0')}`, CORRAL_JOIN_TOKEN: joinToken, CORRAL_ADMIN_PASSWORD: '' }, { readyTimeoutMs: 120_000 }))))
+  }
+  const deadline = performance.now() + LIMIT_MS
+  for (;;) {
+    const views = await Promise.all(nodes.map(async n => (await call(n.url, 'GET', '/api/v1/cluster', { token })).body))
+    if (views.every(v => v.members?.filter((m: { status: string }) => m.status === 'alive').length === count && v.leader != null)) break
+    if (performance.now() > deadline) throw new Error(`the ${count} nodes did not all see each other alive within ${LIMIT_MS} ms`)
+    await sleep(500)
+  }
+  console.log(`${count} node processes joined and see each other alive after ${((performance.now() - started) / 1000).toFixed(1)} s`)
+  // Let start-up work (first syncs, catalog scans) settle before measuring.
+  await sleep(3_000)
+  const before = await total()
+  const t0 = performance.now()
+  await sleep(seconds * 1000)
+  const used = await total() - before
+  const wall = (performance.now() - t0) / 1000
+  console.log(`idle mesh of ${count} nodes: ${(used / wall).toFixed(3)} cores in all, ${(used / wall / count * 1000).toFixed(1)} ms of CPU per node per second, over ${wall.toFixed(1)} s; machine has ${cpus().length} cores, load average ${loadavg()[0]!.toFixed(1)}`)
+} finally {
+  await Promise.all(nodes.map(async n => { await n.destroy() }))
+}
