@@ -6,6 +6,8 @@ export const RECORDS_TOPIC = 'corral/records/1'
 export const FEEDS_TOPIC = 'corral/feeds/1'
 /** The rpc method that serves one of this node's feeds whole. */
 export const FEED_SNAPSHOT_METHOD = 'mesh.feed-snapshot'
+/** The rpc method that lists the members a node knows alive, with their states. */
+export const MEMBERS_METHOD = 'mesh.members'
 
 /** Where the peer identity key lives under the data folder. */
 export const PEER_KEY_PATH = ['keys', 'peer-id.key'] as const

@@ -89,6 +89,24 @@ export class Membership {
     return outcome
   }
 
+  /**
+   * A member as a peer describes it (a joining node catching up): a stranger is added as alive
+   * (the usual timeouts apply if it is never heard from itself) and a newer state is taken, but
+   * hearsay never revives a member or counts as hearing from it.
+   */
+  onHearsay (hb: HeartbeatMessage): HeartbeatOutcome {
+    const outcome: HeartbeatOutcome = { joined: false, updated: false, addrsChanged: false }
+    if (hb.peerId === this.init.selfId || hb.state === undefined) return outcome
+    const existing = this.table.get(hb.peerId)
+    if (existing === undefined) return this.onHeartbeat(hb)
+    if (hb.version <= existing.version) return outcome
+    outcome.addrsChanged = !sameList(existing.addrs, hb.addrs)
+    Object.assign(existing, copyState(hb))
+    if (hb.apiAddress === undefined) delete existing.apiAddress
+    this.init.events.emit('member:update', snapshot(existing))
+    return { ...outcome, updated: true }
+  }
+
   /** A connection opened or a ping answered: the process is there. Unknown peers are ignored. */
   onContact (peerId: string): void {
     const m = this.table.get(peerId)

@@ -23,8 +23,8 @@ import { BootstrapDialer } from './bootstrap.ts'
 import { streamDuplex } from './byte-stream.ts'
 import { clusterKeySecret } from './cluster-key.ts'
 import {
-  DEFAULTS, FEED_SNAPSHOT_METHOD, FEEDS_TOPIC, HEARTBEAT_TOPIC, MAX_FEED_DELTA_BYTES, MAX_GOSSIP_RPC_BYTES, MAX_HEARTBEAT_BYTES,
-  MAX_RECORDS_MESSAGE_BYTES, RECORDS_TOPIC, RPC_PROTOCOL, SYNC_PROTOCOL
+  DEFAULTS, FEED_SNAPSHOT_METHOD, MEMBERS_METHOD, FEEDS_TOPIC, HEARTBEAT_TOPIC, MAX_FEED_DELTA_BYTES, MAX_GOSSIP_RPC_BYTES, MAX_HEARTBEAT_BYTES,
+  MAX_RECORDS_MESSAGE_BYTES, MAX_RPC_FRAME_BYTES, RECORDS_TOPIC, RPC_PROTOCOL, SYNC_PROTOCOL
 } from './constants.ts'
 import { Feeds, type Feed, type FeedDelta, type FeedRow, type FeedSnapshot } from './feeds.ts'
 import { SafeEmitter } from './emitter.ts'
@@ -43,7 +43,7 @@ import type {
   RecordStore, RequestOptions, RpcHandler, SelfInfo, StreamHandler, StreamProtocolOptions
 } from './types.ts'
 import './yamux-window.ts'
-import { decodeFeedDelta, decodeHeartbeat, decodeRecordsGossip, encodeJson, isFeedSnapshotEnd, isFeedSnapshotFrame, jsonSize } from './wire.ts'
+import { decodeFeedDelta, decodeHeartbeat, decodeRecordsGossip, encodeJson, isFeedSnapshotEnd, isFeedSnapshotFrame, isHeartbeat, jsonSize } from './wire.ts'
 import type { FeedDeltaMessage, HeartbeatMessage, RecordsGossipMessage } from './wire.ts'
 
 type MeshServices = {
@@ -82,6 +82,13 @@ const FEED_MIN_GAP_MS = 100
 const FEED_GRACE_MS = 1_500
 /** Rows per frame of a feed snapshot. */
 const FEED_SNAPSHOT_ROWS = 500
+/** Members per mesh.members frame (each up to a heartbeat's size), and frames a caller accepts. */
+const MEMBERS_PER_FRAME = 50
+const MAX_MEMBER_FRAMES = 200
+/** A new node asks a newly connected peer for its members at most this often. */
+const MEMBERS_FETCH_EVERY_MS = 10_000
+/** How long a node counts as new: it heartbeats in full and asks peers for their members. */
+const NEW_NODE_MS = 30_000
 /** Leaves room in a heartbeat for everything but the caller's state. */
 const MAX_STATE_BYTES = MAX_HEARTBEAT_BYTES - 16 * 1024
 
@@ -145,6 +152,7 @@ class MeshNodeImpl implements MeshNode {
   private heartbeatSoon: NodeJS.Timeout | undefined
   private lastExtraHeartbeatAt = 0
   private lastHeartbeatAt = 0
+  private lastMembersFetch = -Infinity
   /** The version the last full heartbeat carried, and light ones sent since. */
   private lastFullVersion = -1
   private lightSinceFull = 0
@@ -207,6 +215,10 @@ class MeshNodeImpl implements MeshNode {
       volatileCollections: init.volatileCollections
     })
     this.records = this.guardedRecords()
+    // What ops look for first when a host goes missing.
+    this.events.on('member:join', m => { log.info({ peer: m.peerId, nodeName: m.nodeName }, 'member joined') })
+    this.events.on('member:dead', m => { log.warn({ peer: m.peerId, nodeName: m.nodeName }, 'member is dead (unheard of, unreachable)') })
+    this.events.on('member:alive', m => { log.info({ peer: m.peerId, nodeName: m.nodeName }, 'member is back') })
     // A newcomer should learn the others (and get direct links) now, not a heartbeat later.
     this.events.on('member:join', () => {
       // Every member answering every join costs N² deliveries per join in a large cluster; about
@@ -330,6 +342,28 @@ class MeshNodeImpl implements MeshNode {
       const { epoch, version, rows } = snapshot
       for (let i = 0; i < rows.length; i += FEED_SNAPSHOT_ROWS) await ctx.send({ rows: rows.slice(i, i + FEED_SNAPSHOT_ROWS) })
       return { epoch, version }
+    })
+    this.rpc.handle(MEMBERS_METHOD, async (_body: unknown, ctx) => {
+      const described: HeartbeatMessage[] = [this.heartbeat(), ...this.membership.list().filter(m => m.status === 'alive').map(m => {
+        const hb: HeartbeatMessage = { peerId: m.peerId, nodeName: m.nodeName, addrs: m.addrs, version: m.version, state: m.state }
+        if (m.apiAddress !== undefined) hb.apiAddress = m.apiAddress
+        return hb
+      })]
+      // Frames bounded by count and bytes: a state may be up to a heartbeat's size.
+      let frame: HeartbeatMessage[] = []
+      let bytes = 0
+      for (const hb of described) {
+        const size = jsonSize(hb) ?? 0
+        if (frame.length > 0 && (frame.length >= MEMBERS_PER_FRAME || bytes + size > MAX_RPC_FRAME_BYTES / 2)) {
+          await ctx.send(frame)
+          frame = []
+          bytes = 0
+        }
+        frame.push(hb)
+        bytes += size
+      }
+      if (frame.length > 0) await ctx.send(frame)
+      return { members: described.length }
     })
     pubsub.addEventListener('message', this.onGossip)
     pubsub.addEventListener('subscription-change', this.onSubscriptionChange)
@@ -725,7 +759,10 @@ class MeshNodeImpl implements MeshNode {
     const hb = this.heartbeat()
     // The state goes out when it changed, then with every FULL_HEARTBEAT_EVERY-th heartbeat (for a
     // node that missed it, or just joined); in between a light heartbeat says "still here".
-    if (!full && this.version === this.lastFullVersion && this.lightSinceFull < FULL_HEARTBEAT_EVERY - 1) {
+    // A node that just started sends only full ones for a while: the others do not know it yet,
+    // and a stranger's light heartbeat introduces nobody.
+    const settled = this.clock() - this.startedAt >= NEW_NODE_MS
+    if (!full && settled && this.version === this.lastFullVersion && this.lightSinceFull < FULL_HEARTBEAT_EVERY - 1) {
       delete hb.state
       this.lightSinceFull++
     } else {
@@ -784,6 +821,36 @@ class MeshNodeImpl implements MeshNode {
 
   private readonly onSelfUpdate = (): void => { this.addrsCache = undefined }
 
+  /**
+   * Asks a newly connected peer for the members it knows alive, with their states: a joining node
+   * learns the whole cluster at once instead of waiting for each member's next full heartbeat
+   * (up to 4 heartbeat intervals, 20 s in a cluster of 50). At most one such request every
+   * MEMBERS_FETCH_EVERY_MS, so a burst of connections costs one.
+   */
+  private learnMembersFrom (peerId: string): void {
+    const now = this.clock()
+    // Only while new: a member that has been here a while hears of newcomers by their heartbeats,
+    // and every node asking every newcomer for its list would cost O(N) answers per join.
+    if (this.phase !== 'running' || now - this.startedAt >= NEW_NODE_MS || now - this.lastMembersFetch < MEMBERS_FETCH_EVERY_MS) return
+    this.lastMembersFetch = now
+    void (async () => {
+      const frames = this.rpc.requestStream<unknown, unknown>(peerId, MEMBERS_METHOD, {}, { timeoutMs: 10_000 })
+      for (let i = 0; i < MAX_MEMBER_FRAMES; i++) {
+        const next = await frames.next()
+        if (next.done === true) return
+        if (!Array.isArray(next.value)) throw new RpcProtocolError(`${this.describe(peerId)} answered ${MEMBERS_METHOD} with a malformed frame`)
+        for (const hb of next.value) {
+          if (!isHeartbeat(hb)) {
+            this.counters.drop('rpc', 'invalid')
+            continue
+          }
+          const outcome = this.membership.onHearsay(hb as HeartbeatMessage)
+          if (outcome.addrsChanged) this.learnAddrs((hb as HeartbeatMessage).peerId, (hb as HeartbeatMessage).addrs)
+        }
+      }
+    })().catch((err: unknown) => { this.log.debug({ err, peer: peerId }, 'could not learn members from a peer; heartbeats will bring them') })
+  }
+
   /** Tell libp2p where a member listens, so rpc, ping and sync can dial it by peer id. */
   private learnAddrs (peerId: string, addrs: string[]): void {
     const usable: Multiaddr[] = []
@@ -811,6 +878,7 @@ class MeshNodeImpl implements MeshNode {
   private readonly onPeerConnect = (evt: CustomEvent<PeerId>): void => {
     const id = evt.detail.toString()
     this.membership.onContact(id)
+    this.learnMembersFrom(id)
     // One side starts the exchange (it is two-way), so a new pair syncs once, not twice.
     if (this.selfId < id) this.scheduleSync(id, 'connect')
   }

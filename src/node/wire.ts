@@ -147,6 +147,8 @@ function checker<S extends TSchema> (schema: S): (value: unknown) => boolean {
   }
 }
 export const isFeedSnapshotFrame = checker(FeedSnapshotFrameSchema)
+/** A member as a peer describes it (mesh.members frames): the shape of a full heartbeat. */
+export const isHeartbeat = checker(HeartbeatSchema)
 export const isFeedSnapshotEnd = checker(FeedSnapshotEndSchema)
 
 let recordEntryValidator: ValidateFunction | undefined

@@ -98,6 +98,23 @@ test('a member that heartbeats less often (a large cluster) is judged against it
   assert.equal(membership.get('p1')!.status, 'suspect')
 })
 
+test('hearsay (a peer\'s member list) adds strangers and newer states, never revives or refreshes', () => {
+  const { membership, events, advance } = setup()
+  const told = (version: number, state: unknown, peerId = 'p1'): Parameters<Membership['onHeartbeat']>[0] => ({ peerId, nodeName: 'n1', addrs: [], version, state })
+  assert.equal(membership.onHearsay(told(3, { cpus: 2 })).joined, true)
+  assert.equal(membership.get('p1')!.status, 'alive')
+  assert.equal(membership.onHearsay({ peerId: 'p2', nodeName: 'n2', addrs: [], version: 1 }).joined, false, 'no state, no member')
+  assert.equal(membership.onHearsay({ ...told(1, {}), peerId: 'me' }).joined, false)
+  advance(300)
+  membership.tick()
+  assert.equal(membership.get('p1')!.status, 'suspect', 'never heard from itself: the usual timeout')
+  assert.equal(membership.onHearsay(told(4, { cpus: 4 })).updated, true)
+  assert.deepEqual(membership.get('p1')!.state, { cpus: 4 })
+  assert.equal(membership.get('p1')!.status, 'suspect', 'hearsay does not revive')
+  assert.equal(membership.onHearsay(told(4, { cpus: 9 })).updated, false, 'not newer')
+  assert.deepEqual(events, ['member:join n1 alive', 'member:suspect n1 suspect', 'member:update n1 suspect'])
+})
+
 test('a failed ping after a lost connection suspects at once; contact revives', () => {
   const { membership, events } = setup()
   membership.onHeartbeat(hb(1))

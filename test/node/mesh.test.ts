@@ -43,6 +43,22 @@ describe('three nodes joined by bootstrap', () => {
     assert.ok(updates.some(m => m.peerId === b.mesh.self().peerId))
   })
 
+  test('mesh.members describes every alive member with its state, for a joining node to catch up', async () => {
+    b.mesh.setLocalState({ described: true })
+    await eventually('a sees b\'s state', () => JSON.stringify(a.mesh.member(b.mesh.self().peerId)?.state) === JSON.stringify({ described: true }))
+    const frames = c.mesh.requestStream<Array<{ peerId: string, state?: unknown }>, { members: number }>(a.mesh.self().peerId, 'mesh.members', {})
+    const described: Array<{ peerId: string, state?: unknown }> = []
+    let end: { members: number } | undefined
+    for (;;) {
+      const next = await frames.next()
+      if (next.done === true) { end = next.value; break }
+      described.push(...next.value)
+    }
+    assert.equal(end?.members, 3)
+    assert.deepEqual(described.map(m => m.peerId).sort(), [a, b, c].map(n => n.mesh.self().peerId).sort())
+    assert.deepEqual(described.find(m => m.peerId === b.mesh.self().peerId)?.state, { described: true })
+  })
+
   test('a record written on one node is readable on all', async () => {
     await a.mesh.records.put('vms', 'vm-1', { image: 'macos-15', cpus: 4 })
     await eventually('all nodes read vm-1', () => [a, b, c].every(n => n.mesh.records.get<{ cpus: number }>('vms', 'vm-1')?.cpus === 4))
