@@ -711,7 +711,8 @@ class MeshNodeImpl implements MeshNode {
   private readonly onSubscriptionChange = (evt: CustomEvent<{ peerId: PeerId, subscriptions: Array<{ topic: string, subscribe: boolean }> }>): void => {
     // A peer that just subscribed gets our heartbeat now rather than up to heartbeatMs later, unless
     // we already hear it as an alive member: then it hears us too, and a new link needs no broadcast.
-    const known = this.membership.get(evt.detail.peerId.toString())?.status === 'alive'
+    // A new node knows members by hearsay (mesh.members) before any of them has heard of it.
+    const known = this.clock() - this.startedAt >= NEW_NODE_MS && this.membership.get(evt.detail.peerId.toString())?.status === 'alive'
     if (!known && evt.detail.subscriptions.some(s => s.topic === HEARTBEAT_TOPIC && s.subscribe)) this.heartbeatNow()
     // Records we wrote before we knew this peer listened were gossiped past it (a joining node's
     // first writes, such as its token-signing key): a sync now carries them.
