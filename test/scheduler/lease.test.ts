@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { decideLeader } from '../../src/scheduler/leader/lease.ts'
+import { decideLeader, leaseTimings, renewalDue } from '../../src/scheduler/leader/lease.ts'
 
 const alive = (...ids: string[]) => ids.map(peerId => ({ peerId, status: 'alive' as const }))
 
@@ -22,4 +22,21 @@ test('a lease whose holder is suspect, dead or expired is taken over in the next
   assert.deepEqual(decideLeader('c', view, lease, 1000, 2000).leader, undefined)
   assert.equal(decideLeader('a', alive('a', 'b'), lease, 6000, 2000).write?.term, 3, 'an expired lease starts a new term')
   assert.equal(decideLeader('b', alive('a', 'b'), lease, 6000, 2000).write, undefined, 'and the lowest id takes it')
+})
+
+test('lease timings stay as configured up to 10 members, then stretch in proportion', () => {
+  assert.deepEqual(leaseTimings(3, 2000, 500), { leaseMs: 2000, renewMs: 500 })
+  assert.deepEqual(leaseTimings(10, 2000, 500), { leaseMs: 2000, renewMs: 500 })
+  assert.deepEqual(leaseTimings(50, 2000, 500), { leaseMs: 10_000, renewMs: 2500 })
+})
+
+test('the holder renews once renewMs has passed since the last renewal, half a tick early', () => {
+  const lease = { leader: 'a', term: 3, expiresAt: 12_000 }
+  // Renewed at 10000 with a 2000 ms lease and 500 ms renewals, asked every 500 ms.
+  assert.equal(renewalDue(lease, 10_200, 2000, 500, 500), false)
+  assert.equal(renewalDue(lease, 10_250, 2000, 500, 500), true)
+  // Stretched (50 members): renewed at 10000 with a 10 s lease, every 2.5 s.
+  const long = { leader: 'a', term: 3, expiresAt: 20_000 }
+  assert.equal(renewalDue(long, 12_000, 10_000, 2500, 500), false)
+  assert.equal(renewalDue(long, 12_250, 10_000, 2500, 500), true)
 })

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { MeshNode } from '../../node/index.ts'
-import { decideLeader, type Lease } from './lease.ts'
+import { decideLeader, leaseTimings, renewalDue, type Lease } from './lease.ts'
 
 export const LEASE_COLLECTION = 'scheduler-lease'
 const LEASE_ID = 'leader'
@@ -71,8 +71,13 @@ export class LeaderElection extends EventTarget {
   private async tick (): Promise<void> {
     const self = this.mesh.self().peerId
     const lease = this.mesh.records.get<Lease>(LEASE_COLLECTION, LEASE_ID)
-    const decision = decideLeader(self, this.mesh.members(), lease, this.clock(), this.init.leaseMs)
-    if (decision.write != null) {
+    const members = this.mesh.members()
+    const now = this.clock()
+    const { leaseMs, renewMs } = leaseTimings(members.filter(m => m.status === 'alive').length, this.init.leaseMs, this.init.renewMs)
+    const decision = decideLeader(self, members, lease, now, leaseMs)
+    // Taking the lease is written at once; renewing it only when due (see leaseTimings).
+    const renewal = lease != null && decision.write != null && lease.leader === self && lease.term === decision.write.term
+    if (decision.write != null && (!renewal || renewalDue(lease, now, leaseMs, renewMs, this.init.renewMs))) {
       await this.mesh.records.put(LEASE_COLLECTION, LEASE_ID, decision.write).catch((err: Error) => this.logger.warn({ err: err.message }, 'could not write the scheduler lease'))
     }
     const changed = decision.leader !== this.current?.peerId || decision.term !== this.current?.term

@@ -39,3 +39,26 @@ export function decideLeader (self: string, members: Candidate[], lease: Lease |
   if (next === self) return { leader: self, term, write: { leader: self, term, expiresAt: now + leaseMs } }
   return { leader: undefined, term: lease?.term ?? 0 }
 }
+
+/** Up to this many alive members the lease keeps its configured timings; beyond, they stretch. */
+export const LEASE_SCALE_MEMBERS = 10
+
+/**
+ * The lease's timings for a cluster of this many alive members: as configured up to
+ * LEASE_SCALE_MEMBERS, then longer in proportion, as heartbeats are (src/node/mesh-node.ts). In a
+ * large cluster on busy machines a renewal every 500 ms, gossiped to every node, is both traffic and
+ * a deadline a starved event loop misses, and each miss changes leader. A crashed leader is still
+ * replaced at once: the lease is only respected while its holder is alive.
+ */
+export function leaseTimings (aliveMembers: number, leaseMs: number, renewMs: number): { leaseMs: number, renewMs: number } {
+  const scale = Math.max(1, aliveMembers / LEASE_SCALE_MEMBERS)
+  return { leaseMs: Math.round(leaseMs * scale), renewMs: Math.round(renewMs * scale) }
+}
+
+/**
+ * Whether the holder should renew its own lease now: once renewMs has passed since the last
+ * renewal (half a tick early, since the timer that asks runs every configured renewMs).
+ */
+export function renewalDue (lease: Lease, now: number, leaseMs: number, renewMs: number, tickMs: number): boolean {
+  return lease.expiresAt - now <= leaseMs - renewMs + tickMs / 2
+}
