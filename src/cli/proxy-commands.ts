@@ -1,22 +1,8 @@
 import { Command } from 'commander'
+import type { RouteView } from '../proxy/types.ts'
 import type { ApiClient } from './client.ts'
 import { CliError } from './errors.ts'
 import { printObject, printRows } from './output.ts'
-
-interface RouteView {
-  id: string
-  vm: string
-  port: number
-  protocol: 'http' | 'tcp'
-  public: boolean
-  listenPort?: number
-  allowFrom?: string[]
-  description?: string
-  createdBy: string
-  createdAt: string
-  urls: string[]
-  listening?: { address?: string, error?: string }
-}
 
 const routeColumns = ['id', 'vm', 'port', 'protocol', 'public', 'urls', 'createdBy']
 

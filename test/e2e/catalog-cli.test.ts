@@ -1,11 +1,10 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import WebSocket from 'ws'
-import { startNodeProcess, call, corralBin, ADMIN_PASSWORD, type NodeProcess } from '../helpers/node-process.ts'
+import { startNodeProcess, call, runCli, ADMIN_PASSWORD, type NodeProcess, type CliRun } from '../helpers/node-process.ts'
 
 // `corral catalog ...` as a user runs it, against one node (sim driver) with a folder provider.
 let node: NodeProcess | undefined
@@ -23,19 +22,8 @@ after(async () => {
   if (work !== '') await rm(work, { recursive: true, force: true })
 })
 
-async function corral (args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
-  return await new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [corralBin, ...args], {
-      env: { PATH: process.env.PATH ?? '', HOME: work, CORRAL_URL: node?.url ?? '', CORRAL_TOKEN: token, CORRAL_CONFIG_DIR: join(work, 'cli') },
-      stdio: ['ignore', 'pipe', 'pipe']
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
-    child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`corral ${args.join(' ')} did not finish in 60 s`)) }, 60_000)
-    child.on('exit', code => { clearTimeout(timer); resolve({ code: code ?? -1, stdout, stderr }) })
-  })
+async function corral (args: string[]): Promise<CliRun> {
+  return await runCli(args, { HOME: work, CORRAL_URL: node?.url ?? '', CORRAL_TOKEN: token, CORRAL_CONFIG_DIR: join(work, 'cli') })
 }
 
 test('push, list, show, tag, pull with progress, create a VM, revoke, cache: all through the CLI', { timeout: 180_000 }, async () => {

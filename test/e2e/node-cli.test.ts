@@ -1,10 +1,9 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { mkdtemp, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startNodeProcess, corralBin, ADMIN_PASSWORD, type NodeProcess } from '../helpers/node-process.ts'
+import { startNodeProcess, runCli, ADMIN_PASSWORD, type NodeProcess, type CliRun } from '../helpers/node-process.ts'
 
 let node: NodeProcess | undefined
 let configDir: string | undefined
@@ -14,19 +13,8 @@ after(async () => {
 })
 
 /** Runs the real `corral` CLI as a user would, with a bounded wait. */
-async function corral (args: string[], env: Record<string, string> = {}): Promise<{ code: number, stdout: string, stderr: string }> {
-  return await new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [corralBin, ...args], {
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? tmpdir(), CORRAL_URL: node?.url ?? '', CORRAL_CONFIG_DIR: configDir ?? '', ...env },
-      stdio: ['ignore', 'pipe', 'pipe']
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
-    child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`corral ${args.join(' ')} did not finish in 60 s`)) }, 60_000)
-    child.on('exit', code => { clearTimeout(timer); resolve({ code: code ?? -1, stdout, stderr }) })
-  })
+async function corral (args: string[], env: Record<string, string> = {}): Promise<CliRun> {
+  return await runCli(args, { HOME: process.env.HOME ?? tmpdir(), CORRAL_URL: node?.url ?? '', CORRAL_CONFIG_DIR: configDir ?? '', ...env })
 }
 
 test('a CI job through the CLI: login, image list, vm create, exec, stop, delete, then not found', async () => {

@@ -1,11 +1,10 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startNodeProcess, corralBin, ADMIN_PASSWORD, type NodeProcess } from '../helpers/node-process.ts'
+import { startNodeProcess, runCli, ADMIN_PASSWORD, type NodeProcess, type CliRun } from '../helpers/node-process.ts'
 
 // `corral proxy route create|list|delete` and `corral proxy url` through the real CLI against a
 // node process (sim VM: HTTP on any port, an echo for other bytes).
@@ -16,19 +15,8 @@ after(async () => {
   if (configDir != null) await rm(configDir, { recursive: true, force: true })
 })
 
-async function corral (args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
-  return await new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [corralBin, ...args], {
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? tmpdir(), CORRAL_URL: node?.url ?? '', CORRAL_CONFIG_DIR: configDir ?? '' },
-      stdio: ['ignore', 'pipe', 'pipe']
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
-    child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`corral ${args.join(' ')} did not finish in 60 s`)) }, 60_000)
-    child.on('exit', code => { clearTimeout(timer); resolve({ code: code ?? -1, stdout, stderr }) })
-  })
+async function corral (args: string[]): Promise<CliRun> {
+  return await runCli(args, { HOME: process.env.HOME ?? tmpdir(), CORRAL_URL: node?.url ?? '', CORRAL_CONFIG_DIR: configDir ?? '' })
 }
 
 /** A port of the default proxy.tcpPortRange (40000-40999) nothing listens on now. */

@@ -81,3 +81,21 @@ export async function call (url: string, method: string, path: string, options: 
   const text = await res.text()
   return { status: res.status, body: text === '' ? undefined : JSON.parse(text), type: res.headers.get('content-type') ?? '' }
 }
+
+export interface CliRun { code: number, stdout: string, stderr: string }
+
+/**
+ * Runs the real `corral` CLI as a user would, with a bounded wait (60 s). `env` is the whole
+ * environment beyond PATH (HOME, CORRAL_URL, CORRAL_CONFIG_DIR, a token...).
+ */
+export async function runCli (args: string[], env: Record<string, string>): Promise<CliRun> {
+  return await new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [corralBin, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout?.on('data', (c: Buffer) => { stdout += c.toString() })
+    child.stderr?.on('data', (c: Buffer) => { stderr += c.toString() })
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`corral ${args.join(' ')} did not finish in 60 s`)) }, 60_000)
+    child.on('exit', code => { clearTimeout(timer); resolve({ code: code ?? -1, stdout, stderr }) })
+  })
+}
