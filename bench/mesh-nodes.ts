@@ -16,7 +16,8 @@
  */
 import { cpus, loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
-import { startNodeProcess, call, ADMIN_PASSWORD, type NodeProcess } from '../test/helpers/node-process.ts'
+import { startNodeProcess, call, type NodeProcess } from '../test/helpers/node-process.ts'
+import { startMesh } from './mesh-harness.ts'
 
 const { values } = parseArgs({ options: { nodes: { type: 'string', default: '3' }, runs: { type: 'string', default: '5' } } })
 const count = Math.max(2, Math.min(100, Number(values.nodes)))
@@ -45,26 +46,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 }
 try {
   const started = performance.now()
-  nodes.push(await startNodeProcess({ ...env, CORRAL_NODE_NAME: 'n00' }, { readyTimeoutMs: 120_000 }))
-  const token = (await call(nodes[0]!.url, 'POST', '/api/v1/auth/token', { body: { username: 'admin', password: ADMIN_PASSWORD } })).body.token as string
-  const joinToken = (await call(nodes[0]!.url, 'GET', '/api/v1/cluster/join-token', { token })).body.token as string
-  const joiner = (name: string): Record<string, string> => ({ ...env, CORRAL_NODE_NAME: name, CORRAL_JOIN_TOKEN: joinToken, CORRAL_ADMIN_PASSWORD: '' })
-  // A few at a time: start-up is CPU-bound and the machine is small.
-  for (let i = 1; i < count; i += 4) {
-    const batch = Array.from({ length: Math.min(4, count - i) }, (_, k) => i + k)
-    nodes.push(...await Promise.all(batch.map(async j => await startNodeProcess(joiner(`n${String(j).padStart(2, '0')}`), { readyTimeoutMs: 120_000 }))))
-  }
-  const deadline = performance.now() + LIMIT_MS
-  const peerIds: string[] = []
-  for (;;) {
-    const views = await Promise.all(nodes.map(async n => (await call(n.url, 'GET', '/api/v1/cluster', { token })).body))
-    if (views.every(v => v.members?.filter((m: { status: string }) => m.status === 'alive').length === count)) {
-      peerIds.push(...views.map(v => v.self.peerId as string))
-      break
-    }
-    if (performance.now() > deadline) throw new Error(`the ${count} nodes did not all see each other alive within ${LIMIT_MS} ms`)
-    await sleep(500)
-  }
+  const { token, joiner, peerIds } = await startMesh(count, env, nodes, LIMIT_MS)
   console.log(`${count} node processes joined and see each other alive after ${((performance.now() - started) / 1000).toFixed(1)} s`)
   await sleep(2000)
 
