@@ -223,8 +223,10 @@ class MeshNodeImpl implements MeshNode {
     this.events.on('member:join', () => {
       // Every member answering every join costs N² deliveries per join in a large cluster; about
       // JOIN_RESPONDERS answering lets the newcomer learn members at once, the rest within a heartbeat.
+      // A new node answers nobody: the members it meets now are ones it learned of (mesh.members),
+      // and an early extra heartbeat would hold back, by the spacing, the one its first peers need.
       const alive = Math.max(1, this.membership.ids('alive').length)
-      if (Math.random() < JOIN_RESPONDERS / alive) this.heartbeatNow()
+      if (!this.isNew() && Math.random() < JOIN_RESPONDERS / alive) this.heartbeatNow()
       if (this.phase === 'running') this.maintainConnections()
     })
     // A member back from suspect or dead (a healed partition) missed the gossip of that time, and we
@@ -712,7 +714,7 @@ class MeshNodeImpl implements MeshNode {
     // A peer that just subscribed gets our heartbeat now rather than up to heartbeatMs later, unless
     // we already hear it as an alive member: then it hears us too, and a new link needs no broadcast.
     // A new node knows members by hearsay (mesh.members) before any of them has heard of it.
-    const known = this.clock() - this.startedAt >= NEW_NODE_MS && this.membership.get(evt.detail.peerId.toString())?.status === 'alive'
+    const known = !this.isNew() && this.membership.get(evt.detail.peerId.toString())?.status === 'alive'
     if (!known && evt.detail.subscriptions.some(s => s.topic === HEARTBEAT_TOPIC && s.subscribe)) this.heartbeatNow()
     // Records we wrote before we knew this peer listened were gossiped past it (a joining node's
     // first writes, such as its token-signing key): a sync now carries them.
@@ -747,6 +749,11 @@ class MeshNodeImpl implements MeshNode {
     return Math.round(this.init.heartbeatMs * Math.max(1, members / HEARTBEAT_NODES))
   }
 
+  /** Within its first NEW_NODE_MS: the others do not know it yet (see publishHeartbeat, learnMembersFrom). */
+  private isNew (): boolean {
+    return this.clock() - this.startedAt < NEW_NODE_MS
+  }
+
   private publishHeartbeat (full = false): void {
     if (this.phase !== 'running') return
     this.lastHeartbeatAt = this.clock()
@@ -762,8 +769,7 @@ class MeshNodeImpl implements MeshNode {
     // node that missed it, or just joined); in between a light heartbeat says "still here".
     // A node that just started sends only full ones for a while: the others do not know it yet,
     // and a stranger's light heartbeat introduces nobody.
-    const settled = this.clock() - this.startedAt >= NEW_NODE_MS
-    if (!full && settled && this.version === this.lastFullVersion && this.lightSinceFull < FULL_HEARTBEAT_EVERY - 1) {
+    if (!full && !this.isNew() && this.version === this.lastFullVersion && this.lightSinceFull < FULL_HEARTBEAT_EVERY - 1) {
       delete hb.state
       this.lightSinceFull++
     } else {
@@ -832,7 +838,7 @@ class MeshNodeImpl implements MeshNode {
     const now = this.clock()
     // Only while new: a member that has been here a while hears of newcomers by their heartbeats,
     // and every node asking every newcomer for its list would cost O(N) answers per join.
-    if (this.phase !== 'running' || now - this.startedAt >= NEW_NODE_MS || now - this.lastMembersFetch < MEMBERS_FETCH_EVERY_MS) return
+    if (this.phase !== 'running' || !this.isNew() || now - this.lastMembersFetch < MEMBERS_FETCH_EVERY_MS) return
     this.lastMembersFetch = now
     void (async () => {
       const frames = this.rpc.requestStream<unknown, unknown>(peerId, MEMBERS_METHOD, {}, { timeoutMs: 10_000 })
