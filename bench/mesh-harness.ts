@@ -25,11 +25,19 @@ export async function startMesh (count: number, env: Record<string, string>, nod
   }
   const deadline = performance.now() + limitMs
   for (;;) {
+    failIfExited(nodes)
     const views = await Promise.all(nodes.map(async n => (await call(n.url, 'GET', '/api/v1/cluster', { token })).body))
+      .catch((err: unknown) => { failIfExited(nodes); throw err })
     if (views.every(v => v.members?.filter((m: { status: string }) => m.status === 'alive').length === count && v.leader != null)) {
       return { token, joiner, peerIds: views.map(v => v.self.peerId as string) }
     }
     if (performance.now() > deadline) throw new Error(`the ${count} nodes did not all see each other alive within ${limitMs} ms`)
     await new Promise(resolve => setTimeout(resolve, 500))
   }
+}
+
+/** Throws, with the end of its log, if a node process has exited: a bench must not report figures of a mesh that lost a node. */
+export function failIfExited (nodes: NodeProcess[]): void {
+  const gone = nodes.find(n => n.child.exitCode != null || n.child.signalCode != null)
+  if (gone !== undefined) throw new Error(`a node process exited (code ${gone.child.exitCode}, signal ${gone.child.signalCode}); the end of its log:\n${gone.log().slice(-4000)}`)
 }

@@ -11,8 +11,8 @@
  */
 import { cpus, loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
-import type { NodeProcess } from '../test/helpers/node-process.ts'
-import { startMesh } from './mesh-harness.ts'
+import { call, type NodeProcess } from '../test/helpers/node-process.ts'
+import { failIfExited, startMesh } from './mesh-harness.ts'
 import { cpuSeconds } from './proc-stats.ts'
 
 const { values } = parseArgs({ options: { nodes: { type: 'string', default: '10' }, seconds: { type: 'string', default: '20' } } })
@@ -33,15 +33,31 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 const total = async (): Promise<number> => nodes.map(n => cpuSeconds(n.child.pid as number)).reduce((a, b) => a + b, 0)
 try {
   const started = performance.now()
-  await startMesh(count, env, nodes, LIMIT_MS)
+  const { token } = await startMesh(count, env, nodes, LIMIT_MS)
+  // What the nodes accept at rest, summed over the cluster (GET /api/v1/cluster's metrics).
+  const counts = async (): Promise<Map<string, number>> => {
+    const sum = new Map<string, number>()
+    failIfExited(nodes)
+    for (const n of nodes) {
+      const m = (await call(n.url, 'GET', '/api/v1/cluster', { token }).catch((err: unknown) => { failIfExited(nodes); throw err })).body.metrics as Record<string, unknown>
+      const flat: Array<[string, unknown]> = Object.entries(m).flatMap(([k, v]) => typeof v === 'object' && v !== null ? Object.entries(v).map(([k2, v2]) => [`${k}.${k2}`, v2] as [string, unknown]) : [[k, v] as [string, unknown]])
+      for (const [k, v] of flat) if (typeof v === 'number') sum.set(k, (sum.get(k) ?? 0) + v)
+    }
+    return sum
+  }
   console.log(`${count} node processes joined and see each other alive after ${((performance.now() - started) / 1000).toFixed(1)} s`)
-  // Let start-up work (first syncs, catalog scans) settle before measuring.
-  await sleep(3_000)
+  // Let start-up work settle before measuring: first syncs, catalog scans, and the full heartbeats
+  // a node sends in its first 30 s (NEW_NODE_MS in src/node/mesh-node.ts).
+  await sleep(Number(process.env.BENCH_SETTLE_MS ?? 32_000))
+  const countsBefore = await counts()
   const before = await total()
   const t0 = performance.now()
   await sleep(seconds * 1000)
   const used = await total() - before
   const wall = (performance.now() - t0) / 1000
+  const countsAfter = await counts()
+  const rates = [...countsAfter].map(([k, v]) => [k, (v - (countsBefore.get(k) ?? 0)) / wall / count] as const).filter(([, r]) => r > 0)
+  console.log(`per node per second: ${rates.map(([k, r]) => `${k} ${r.toFixed(1)}`).join(', ')}`)
   console.log(`idle mesh of ${count} nodes: ${(used / wall).toFixed(3)} cores in all, ${(used / wall / count * 1000).toFixed(1)} ms of CPU per node per second, over ${wall.toFixed(1)} s; machine has ${cpus().length} cores, load average ${loadavg()[0]!.toFixed(1)}`)
 } finally {
   await Promise.all(nodes.map(async n => { await n.destroy() }))

@@ -12,6 +12,8 @@ export interface ClusterInfo {
   leader?: () => { peerId: string, nodeName: string, term: number, since: string } | undefined
   /** A token another node can join with: the cluster key and this node's addresses. */
   joinToken: () => string
+  /** Gossip, sync and rpc traffic this node accepted and dropped (with reasons) since it started. */
+  metrics?: () => Record<string, unknown>
 }
 
 /** The catalog as the API uses it; absent on a node built without one (tests). */

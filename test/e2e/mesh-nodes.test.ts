@@ -43,6 +43,9 @@ test('3 nodes joined with a join token: shared hosts, users, tokens and VMs thro
   assert.equal(cluster.status, 200)
   assert.equal(cluster.body.members.length, 3)
   assert.ok(cluster.body.self.multiaddrs.every((m: string) => m.includes('/p2p/')))
+  // What the node took in from the others, for ops: gossip accepted (heartbeats at least) and drops.
+  assert.ok(cluster.body.metrics.accepted.gossip > 0 && cluster.body.metrics.heartbeatsReceived > 0, JSON.stringify(cluster.body.metrics))
+  assert.equal(typeof cluster.body.metrics.dropped.gossip, 'number')
   // Joining nodes made no admin of their own: the founding node's is the only one.
   const users = await call(b.url, 'GET', '/api/v1/users', { token: adminA })
   assert.deepEqual(users.body.items.map((u: { username: string }) => u.username), ['admin'])

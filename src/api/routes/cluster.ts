@@ -10,7 +10,8 @@ const Member = Type.Object({
 const Cluster = Type.Object({
   self: Type.Object({ peerId: Type.String(), nodeName: Type.String(), multiaddrs: Type.Array(Type.String({ description: 'put one in another node\'s bootstrap list' })) }),
   members: Type.Array(Member),
-  leader: Type.Union([Type.Null(), Type.Object({}, { additionalProperties: true })])
+  leader: Type.Union([Type.Null(), Type.Object({}, { additionalProperties: true })]),
+  metrics: Type.Optional(Type.Object({}, { additionalProperties: true, description: 'messages this node accepted and dropped (malformed, oversized, unsigned) since it started' }))
 })
 
 /** The mesh as this node sees it, and how another node joins it. */
@@ -26,7 +27,7 @@ export function clusterRoutes ({ cluster }: ApiComponents): RouteDef[] {
       handler: () => {
         const c = mesh()
         const members = c.members().map(m => ({ ...m, lastSeen: new Date(m.lastSeen).toISOString() })).sort((a, b) => a.nodeName.localeCompare(b.nodeName))
-        return { body: { self: c.self(), members, leader: c.leader?.() ?? null } }
+        return { body: { self: c.self(), members, leader: c.leader?.() ?? null, ...(c.metrics !== undefined ? { metrics: c.metrics() } : {}) } }
       }
     },
     {
