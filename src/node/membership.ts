@@ -8,12 +8,34 @@
  *   suspect/dead --(heartbeat or successful ping)--> alive
  *
  * The timeouts are for a member that heartbeats every `heartbeatMs`; one that says it heartbeats
- * less often (a large cluster spaces them out, see MeshNode) gets them stretched in proportion.
+ * less often (a large cluster spaces them out, see heartbeatInterval) gets them stretched in proportion.
  */
 import type { SafeEmitter } from './emitter.ts'
 import { deepFreeze } from './freeze.ts'
 import type { HeartbeatMessage } from './wire.ts'
 import type { Member, MeshEvents, MemberStatus } from './types.ts'
+
+/** Up to this many members every node heartbeats every heartbeatMs; beyond, less often. */
+export const HEARTBEAT_NODES = 10
+/** Never more than this many heartbeatMs between two heartbeats, however large the cluster. */
+export const MAX_HEARTBEAT_STRETCH = 60
+
+/**
+ * How often a node heartbeats in a cluster of `members` (itself included, the dead left out):
+ * heartbeatMs up to HEARTBEAT_NODES, then longer with the square of the size. Every heartbeat
+ * reaches every node and costs each a few ms of CPU (decryption, decoding, the duplicates gossip
+ * sends): N members sending N / stretch heartbeats, each received N times, cost the cluster
+ * N² / stretch = HEARTBEAT_NODES² receptions per heartbeatMs whatever its size, where a fixed
+ * interval would cost O(N²) (50 nodes on one 2-core machine never converged with one, and a
+ * stretch in proportion to N still cost each node ~25 ms of CPU a second). That leaves silence as
+ * a slow, last-resort detector in a large cluster: crashes and cut links are found by the members
+ * directly connected to the lost one (closed connection, failed ping) and reported to the rest
+ * (HeartbeatMessage.lost), who check with a ping of their own.
+ */
+export function heartbeatInterval (members: number, heartbeatMs: number): number {
+  const stretch = Math.min(MAX_HEARTBEAT_STRETCH, Math.max(1, (members / HEARTBEAT_NODES) ** 2))
+  return Math.round(heartbeatMs * stretch)
+}
 
 export interface MembershipInit {
   selfId: string
@@ -116,11 +138,15 @@ export class Membership {
     this.revive(m, now)
   }
 
-  /** The connection dropped and a direct ping failed: suspect now rather than after the timeout. */
-  onUnreachable (peerId: string): void {
+  /**
+   * The connection dropped and a direct ping failed: suspect now rather than after the timeout.
+   * Returns whether this made an alive member suspect.
+   */
+  onUnreachable (peerId: string): boolean {
     const m = this.table.get(peerId)
-    if (m === undefined || m.status !== 'alive') return
+    if (m === undefined || m.status !== 'alive') return false
     this.setStatus(m, 'suspect', this.init.clock())
+    return true
   }
 
   /** Apply the timeouts. Returns the members that are suspect after this tick (to be pinged). */

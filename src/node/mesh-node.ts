@@ -30,7 +30,7 @@ import { Feeds, type Feed, type FeedDelta, type FeedRow, type FeedSnapshot } fro
 import { SafeEmitter } from './emitter.ts'
 import { deepFreeze } from './freeze.ts'
 import { MeshNotRunningError, NodeStateInvalidError, PeerUnavailableError, RpcProtocolError } from './errors.ts'
-import { Membership } from './membership.ts'
+import { Membership, heartbeatInterval } from './membership.ts'
 import { MeshCounters } from './metrics.ts'
 import { loadOrCreatePeerKey } from './peer-key.ts'
 import { clusterKeyProtector, MismatchLogLimiter } from './protector.ts'
@@ -70,8 +70,9 @@ const TOP_UP_DIALS_PER_TICK = 2
  * instead of ~8N-12N.
  */
 const GOSSIP_DEGREES = { D: 3, Dlo: 2, Dhi: 5, Dout: 1, Dscore: 1, Dlazy: 3 } as const
-/** Up to this many members every node heartbeats every heartbeatMs; beyond, less often (heartbeatEvery). */
-const HEARTBEAT_NODES = 10
+/** Lost members one heartbeat reports (the schema's limit), and the spread of report times. */
+const MAX_LOST_PER_HEARTBEAT = 16
+const LOST_REPORT_JITTER_MS = 200
 /** A full heartbeat (with the node's state) at least every this many heartbeats. */
 const FULL_HEARTBEAT_EVERY = 4
 /** Feed changes within this window go out as one delta. */
@@ -151,6 +152,9 @@ class MeshNodeImpl implements MeshNode {
   private timer: NodeJS.Timeout | undefined
   private heartbeatSoon: NodeJS.Timeout | undefined
   private lastExtraHeartbeatAt = 0
+  /** Members this node lost itself (connection gone, ping failed), for the next heartbeat to report. */
+  private readonly lostToReport = new Set<string>()
+  private reportSoon: NodeJS.Timeout | undefined
   private lastHeartbeatAt = 0
   private lastMembersFetch = -Infinity
   /** The version the last full heartbeat carried, and light ones sent since. */
@@ -403,6 +407,7 @@ class MeshNodeImpl implements MeshNode {
     this.lifecycle?.abort(new MeshNotRunningError('the mesh node is stopping'))
     clearInterval(this.timer)
     clearTimeout(this.heartbeatSoon)
+    clearTimeout(this.reportSoon)
     this.feeds.stop()
     this.bootstrap.stop()
     const node = this.libp2p
@@ -476,6 +481,10 @@ class MeshNodeImpl implements MeshNode {
 
   metrics (): MeshMetrics {
     return this.counters.snapshot()
+  }
+
+  connectedPeers (): string[] {
+    return this.phase === 'running' ? this.connectedMembers() : []
   }
 
   // ---- rpc ------------------------------------------------------------------------------------
@@ -700,6 +709,7 @@ class MeshNodeImpl implements MeshNode {
       const outcome = this.membership.onHeartbeat(hb)
       if (outcome.addrsChanged) this.learnAddrs(hb.peerId, hb.addrs)
       this.feeds.onCursors(hb.peerId, hb.feeds as Record<string, [number, number]> | undefined)
+      if (hb.lost !== undefined) this.onLostReport(hb.lost)
     } else if (msg.topic === FEEDS_TOPIC) {
       this.feeds.onDelta(value as FeedDelta)
     } else if (msg.topic === RECORDS_TOPIC) {
@@ -737,16 +747,36 @@ class MeshNodeImpl implements MeshNode {
     }, delay)
   }
 
-  /**
-   * This node's heartbeat interval now: heartbeatMs up to HEARTBEAT_NODES members, then longer in
-   * proportion, so the whole cluster sends about HEARTBEAT_NODES heartbeats per heartbeatMs
-   * whatever its size. Every heartbeat reaches every node, so a fixed interval would cost each
-   * node O(N) messages a second and the cluster O(N^2); crashes are still seen at once (a closed
-   * connection and a failed ping), only silent failures take longer to suspect.
-   */
+  /** This node's heartbeat interval now: longer in a large cluster (see heartbeatInterval). */
   private heartbeatEvery (): number {
     const members = 1 + this.membership.ids().length - this.membership.ids('dead').length
-    return Math.round(this.init.heartbeatMs * Math.max(1, members / HEARTBEAT_NODES))
+    return heartbeatInterval(members, this.init.heartbeatMs)
+  }
+
+  /**
+   * A member this node was connected to is gone (the connection closed, a ping failed): tell the
+   * others, who may not be connected to it and in a large cluster would otherwise wait for its
+   * silence (minutes). Sent a little later, at random, so that of the several members that lose
+   * it at once most hear another's report first and stay quiet.
+   */
+  private reportLost (peerId: string): void {
+    if (this.phase !== 'running') return
+    this.lostToReport.add(peerId)
+    this.reportSoon ??= setTimeout(() => {
+      this.reportSoon = undefined
+      if (this.lostToReport.size > 0) this.heartbeatNow()
+    }, Math.random() * LOST_REPORT_JITTER_MS)
+  }
+
+  /** Another member reports losing these: check them ourselves (a ping) rather than take its word. */
+  private onLostReport (lost: string[]): void {
+    for (const id of lost) {
+      // Reported by someone else first: ours would add nothing.
+      this.lostToReport.delete(id)
+      // About us: we are here; say so to everyone who is now pinging us.
+      if (id === this.selfId) this.heartbeatNow()
+      else if (this.membership.get(id)?.status === 'alive') this.pingPeer(id, 'check')
+    }
   }
 
   /** Within its first NEW_NODE_MS: the others do not know it yet (see publishHeartbeat, learnMembersFrom). */
@@ -765,6 +795,11 @@ class MeshNodeImpl implements MeshNode {
       this.version = Math.max(this.version + 1, this.clock())
     }
     const hb = this.heartbeat()
+    if (this.lostToReport.size > 0) {
+      hb.lost = [...this.lostToReport].slice(0, MAX_LOST_PER_HEARTBEAT)
+      for (const id of hb.lost) this.lostToReport.delete(id)
+      if (this.lostToReport.size > 0) this.reportLost([...this.lostToReport][0]!)
+    }
     // The state goes out when it changed, then with every FULL_HEARTBEAT_EVERY-th heartbeat (for a
     // node that missed it, or just joined); in between a light heartbeat says "still here".
     // A node that just started sends only full ones for a while: the others do not know it yet,
@@ -893,7 +928,7 @@ class MeshNodeImpl implements MeshNode {
   private readonly onPeerDisconnect = (evt: CustomEvent<PeerId>): void => {
     const id = evt.detail.toString()
     const member = this.membership.get(id)
-    if (member !== undefined && member.status === 'alive') this.pingPeer(id)
+    if (member !== undefined && member.status === 'alive') this.pingPeer(id, 'disconnected')
   }
 
   private readonly onMdnsPeer = (evt: CustomEvent<PeerInfo>): void => {
@@ -907,14 +942,19 @@ class MeshNodeImpl implements MeshNode {
     })
   }
 
-  /** A direct ping: success revives the member, failure makes it suspect. Dials if needed. */
-  private pingPeer (peerId: string): void {
+  /**
+   * A direct ping: success revives the member, failure makes it suspect. Dials if needed. A member
+   * that dropped its connection to us and fails the ping is reported to the others (reportLost).
+   */
+  private pingPeer (peerId: string, why: 'disconnected' | 'check'): void {
     if (this.phase !== 'running' || this.pinging.has(peerId)) return
     this.pinging.add(peerId)
     const signal = AbortSignal.any([AbortSignal.timeout(DEFAULTS.pingTimeoutMs), this.lifecycle!.signal])
     this.libp2p.services.ping.ping(peerIdFromString(peerId), { signal })
       .then(() => { if (this.phase === 'running') this.membership.onContact(peerId) })
-      .catch(() => { if (this.phase === 'running') this.membership.onUnreachable(peerId) })
+      .catch(() => {
+        if (this.phase === 'running' && this.membership.onUnreachable(peerId) && why === 'disconnected') this.reportLost(peerId)
+      })
       .finally(() => { this.pinging.delete(peerId) })
   }
 
@@ -924,7 +964,7 @@ class MeshNodeImpl implements MeshNode {
       // Half a tick early rather than a whole tick late: timers drift.
       if (this.clock() - this.lastHeartbeatAt >= this.heartbeatEvery() - this.init.heartbeatMs / 2) this.publishHeartbeat()
       this.feeds.tick()
-      for (const id of this.membership.tick()) this.pingPeer(id)
+      for (const id of this.membership.tick()) this.pingPeer(id, 'check')
       this.maintainConnections()
       const now = this.clock()
       if (now - this.lastPeriodicSync >= this.init.syncIntervalMs) {
@@ -954,7 +994,7 @@ class MeshNodeImpl implements MeshNode {
     for (const id of this.membership.ids('dead')) {
       if (connected.has(id) || now - (this.lastRedial.get(id) ?? 0) < DEFAULTS.deadRetryMs) continue
       this.lastRedial.set(id, now)
-      this.pingPeer(id)
+      this.pingPeer(id, 'check')
     }
     // Keep a few direct links (all of them in small clusters) so gossip and detection do not
     // hang on the bootstrap node.

@@ -296,4 +296,6 @@ export interface MeshNode {
   openStream: (peerId: string, protocol: string, options?: { signal?: AbortSignal }) => Promise<Duplex>
 
   metrics: () => MeshMetrics
+  /** Members this node holds a direct connection to (the others it hears of through gossip). */
+  connectedPeers: () => string[]
 }

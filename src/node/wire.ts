@@ -45,7 +45,9 @@ export const HeartbeatSchema = Type.Object({
   /** How often the sender heartbeats now (ms): its silence is judged against this. */
   every: Type.Optional(Type.Integer({ minimum: 1, maximum: 3_600_000 })),
   /** Where each of the sender's feeds stands: [epoch, version] (see feeds.ts). */
-  feeds: Type.Optional(Type.Record(Type.String({ pattern: FEED_NAME_PATTERN }), Type.Tuple([Counter, Counter]), { maxProperties: 16 }))
+  feeds: Type.Optional(Type.Record(Type.String({ pattern: FEED_NAME_PATTERN }), Type.Tuple([Counter, Counter]), { maxProperties: 16 })),
+  /** Members the sender just lost (connection gone, ping failed): receivers check them with a ping. */
+  lost: Type.Optional(Type.Array(PeerIdString, { maxItems: 16 }))
 }, { additionalProperties: false })
 export type HeartbeatMessage = Static<typeof HeartbeatSchema>
 

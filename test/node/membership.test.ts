@@ -2,7 +2,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { pino } from 'pino'
 import { SafeEmitter } from '../../src/node/emitter.ts'
-import { Membership } from '../../src/node/membership.ts'
+import { Membership, heartbeatInterval, MAX_HEARTBEAT_STRETCH } from '../../src/node/membership.ts'
 import type { MeshEvents } from '../../src/node/types.ts'
 
 function setup (): { membership: Membership, events: string[], advance: (ms: number) => void } {
@@ -126,4 +126,16 @@ test('a listener that throws does not stop the others', () => {
   const membership = new Membership({ selfId: 'me', events: emitter, clock: () => 0, suspectAfterMs: 1, deadAfterMs: 2, heartbeatMs: 1 })
   membership.onHeartbeat(hb(1))
   assert.deepEqual(seen, ['p1'])
+})
+
+test('heartbeats space out with the square of the cluster size beyond 10 members, up to a limit', () => {
+  for (const n of [1, 2, 10]) assert.equal(heartbeatInterval(n, 1000), 1000)
+  assert.equal(heartbeatInterval(20, 1000), 4000)
+  assert.equal(heartbeatInterval(50, 1000), 25_000)
+  assert.equal(heartbeatInterval(1000, 1000), MAX_HEARTBEAT_STRETCH * 1000)
+  // What the cluster receives per heartbeatMs (N senders, each heard by N) stays flat beyond 10.
+  const receptions = (n: number): number => n * n * 1000 / heartbeatInterval(n, 1000)
+  assert.equal(receptions(20), 100)
+  assert.equal(receptions(50), 100)
+  assert.ok(receptions(5) < 100)
 })

@@ -136,6 +136,26 @@ describe('three nodes joined by bootstrap', () => {
   })
 })
 
+describe('a member lost by its only peer', () => {
+  const fixture = new MeshFixture()
+  after(async () => { await fixture.cleanup() })
+
+  test('is reported to the others, who find it unreachable long before its silence would tell them', async () => {
+    // a - b - c in a chain (one link each, none added): a never talks to c directly, and a would
+    // take ten minutes of silence to suspect anyone, so only b's report can make c suspect on a.
+    const chain = { targetPeers: 1 }
+    const a = await fixture.joined({ ...chain, suspectAfterMs: 600_000, deadAfterMs: 1_200_000 })
+    const b = await fixture.joined({ ...chain, bootstrap: a.mesh.self().multiaddrs })
+    const c = await fixture.joined({ ...chain, bootstrap: b.mesh.self().multiaddrs })
+    const cId = c.mesh.self().peerId
+    await eventually('a knows c (through b) and c is alive', () => a.mesh.member(cId)?.status === 'alive')
+    assert.ok(!a.mesh.connectedPeers().includes(cId), 'a and c are not directly connected')
+    await c.mesh.stop()
+    await eventually('c is suspect on a', () => a.mesh.member(cId)?.status === 'suspect', 60_000)
+    assert.ok(!a.mesh.connectedPeers().includes(cId), 'a found out without a connection to c')
+  })
+})
+
 describe('a node that restarts', () => {
   const fixture = new MeshFixture()
   after(async () => { await fixture.cleanup() })

@@ -24,10 +24,11 @@ test('a lease whose holder is suspect, dead or expired is taken over in the next
   assert.equal(decideLeader('b', alive('a', 'b'), lease, 6000, 2000).write, undefined, 'and the lowest id takes it')
 })
 
-test('lease timings stay as configured up to 10 members, then stretch in proportion', () => {
+test('lease timings stay as configured up to 10 members, then stretch as heartbeats do', () => {
   assert.deepEqual(leaseTimings(3, 2000, 500), { leaseMs: 2000, renewMs: 500 })
   assert.deepEqual(leaseTimings(10, 2000, 500), { leaseMs: 2000, renewMs: 500 })
-  assert.deepEqual(leaseTimings(50, 2000, 500), { leaseMs: 10_000, renewMs: 2500 })
+  assert.deepEqual(leaseTimings(20, 2000, 500), { leaseMs: 8000, renewMs: 2000 })
+  assert.deepEqual(leaseTimings(50, 2000, 500), { leaseMs: 50_000, renewMs: 12_500 })
 })
 
 test('the holder renews once renewMs has passed since the last renewal, half a tick early', () => {

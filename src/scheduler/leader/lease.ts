@@ -3,6 +3,8 @@
  * rests on this (hosts admit reservations themselves); it only keeps one leader in a healthy
  * cluster and a new one within a lease of the old one's loss.
  */
+import { heartbeatInterval } from '../../node/index.ts'
+
 export interface Lease {
   leader: string
   term: number
@@ -40,18 +42,16 @@ export function decideLeader (self: string, members: Candidate[], lease: Lease |
   return { leader: undefined, term: lease?.term ?? 0 }
 }
 
-/** Up to this many alive members the lease keeps its configured timings; beyond, they stretch. */
-export const LEASE_SCALE_MEMBERS = 10
-
 /**
- * The lease's timings for a cluster of this many alive members: as configured up to
- * LEASE_SCALE_MEMBERS, then longer in proportion, as heartbeats are (src/node/mesh-node.ts). In a
- * large cluster on busy machines a renewal every 500 ms, gossiped to every node, is both traffic and
- * a deadline a starved event loop misses, and each miss changes leader. A crashed leader is still
- * replaced at once: the lease is only respected while its holder is alive.
+ * The lease's timings for a cluster of this many alive members: as configured up to 10, then
+ * longer exactly as heartbeats space out (heartbeatInterval: with the square of the size, 25 times
+ * longer with 50 members). Each renewal is gossiped to every node, so in a large cluster it is
+ * traffic every node pays for, and on busy machines a deadline a starved event loop misses, each
+ * miss changing leader. A crashed or cut-off leader is still replaced at once: the lease is only
+ * respected while its holder is alive, and a lost member is reported within a second or so.
  */
 export function leaseTimings (aliveMembers: number, leaseMs: number, renewMs: number): { leaseMs: number, renewMs: number } {
-  const scale = Math.max(1, aliveMembers / LEASE_SCALE_MEMBERS)
+  const scale = heartbeatInterval(aliveMembers, 1000) / 1000
   return { leaseMs: Math.round(leaseMs * scale), renewMs: Math.round(renewMs * scale) }
 }
 
