@@ -37,3 +37,12 @@ test('a stream being opened still acknowledges at once, whatever its window', ()
   assert.equal(frames[0]!.flag & 2, 2, 'the ACK flag')
   assert.equal(windowUpdateCanWait({ state: StreamState.Paused, recvWindow: WINDOW, recvWindowCapacity: WINDOW - 10 }), false, 'a paused stream keeps yamux’s own handling')
 })
+
+test('a window update that cannot be written (the connection closed) aborts its stream instead of throwing', () => {
+  const { stream } = fakeStream(StreamState.Init, WINDOW)
+  const closed = new Error('Cannot write to a stream that is closed')
+  const aborted: Error[] = []
+  Object.assign(stream, { sendFrame: () => { throw closed }, abort: (err: Error) => { aborted.push(err) } })
+  assert.doesNotThrow(() => { stream.sendWindowUpdate() })
+  assert.deepEqual(aborted, [closed])
+})
