@@ -149,13 +149,19 @@ export class Membership {
     return true
   }
 
-  /** Apply the timeouts. Returns the members that are suspect after this tick (to be pinged). */
-  tick (): string[] {
+  /**
+   * Apply the timeouts. Returns the members that are suspect after this tick (to be pinged).
+   * `expectedEveryMs` is how often a member whose own heartbeat has not said yet is assumed to
+   * heartbeat: the interval this node uses at the cluster's present size. Judged against the base
+   * interval instead, every member a node learned of by hearsay (mesh.members) went suspect after
+   * 4 s, came back on a ping, and again, until its first heartbeat, up to 25 s later with 50 members.
+   */
+  tick (expectedEveryMs = this.init.heartbeatMs): string[] {
     const now = this.init.clock()
     const suspects: string[] = []
     for (const m of this.table.values()) {
       const silent = now - m.lastSeen
-      const stretch = Math.max(1, (this.every.get(m.peerId) ?? this.init.heartbeatMs) / this.init.heartbeatMs)
+      const stretch = Math.max(1, (this.every.get(m.peerId) ?? expectedEveryMs) / this.init.heartbeatMs)
       if (silent >= this.init.deadAfterMs * stretch) {
         if (m.status !== 'dead') {
           // Never skip the suspect step: listeners may rely on seeing it first.

@@ -964,7 +964,7 @@ class MeshNodeImpl implements MeshNode {
       // Half a tick early rather than a whole tick late: timers drift.
       if (this.clock() - this.lastHeartbeatAt >= this.heartbeatEvery() - this.init.heartbeatMs / 2) this.publishHeartbeat()
       this.feeds.tick()
-      for (const id of this.membership.tick()) this.pingPeer(id, 'check')
+      for (const id of this.membership.tick(this.heartbeatEvery())) this.pingPeer(id, 'check')
       this.maintainConnections()
       const now = this.clock()
       if (now - this.lastPeriodicSync >= this.init.syncIntervalMs) {

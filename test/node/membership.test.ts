@@ -106,6 +106,17 @@ test('hearsay (a peer\'s member list) adds strangers and newer states, never rev
   assert.deepEqual(events, ['member:join n1 alive', 'member:suspect n1 suspect', 'member:update n1 suspect'])
 })
 
+test('a member that has not said how often it heartbeats is judged by the interval of the cluster\'s present size', () => {
+  const { membership, advance } = setup()
+  membership.onHearsay({ peerId: 'p1', nodeName: 'n1', addrs: [], version: 1, state: {} })
+  // In a cluster where this node heartbeats every 2500 ms (25 x 100), 4 base intervals of silence are nothing.
+  advance(2000)
+  assert.deepEqual(membership.tick(2500), [])
+  assert.equal(membership.get('p1')!.status, 'alive')
+  advance(8000)
+  assert.deepEqual(membership.tick(2500), ['p1'], 'suspect after 4 of those intervals')
+})
+
 test('a failed ping after a lost connection suspects at once; contact revives', () => {
   const { membership, events } = setup()
   membership.onHeartbeat(hb(1))
