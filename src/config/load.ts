@@ -1,6 +1,6 @@
-import { Ajv, type ErrorObject } from 'ajv'
 import { parse as parseYaml } from 'yaml'
 import type { TSchema } from '@sinclair/typebox'
+import { Errors, ValueErrorType, type ValueError } from '@sinclair/typebox/errors'
 import { ConfigSchema, configKeys, type Config, type ConfigKey } from './schema.ts'
 import { ConfigError } from './errors.ts'
 
@@ -15,9 +15,6 @@ export interface ConfigSources {
   /** Flag overrides by dotted key, as the command line gave them. */
   flags: Record<string, string>
 }
-
-const ajv = new Ajv({ allErrors: true, strict: false })
-const validate = ajv.compile<Config>(ConfigSchema)
 
 /** Layers defaults < file < env < flags, coerces strings by schema type, and validates the result. */
 export function resolveConfig (sources: ConfigSources): Config {
@@ -38,7 +35,11 @@ export function resolveConfig (sources: ConfigSources): Config {
     }
   }
 
-  if (!validate(config)) throw new ConfigError(describeErrors(validate.errors ?? [], config, origin))
+  // TypeBox walks the schema itself. Ajv compiled it to a validator first: ~10 MB of garbage and
+  // ~200 ms at every start (allErrors code for the whole schema), which set the V8 heap's peak,
+  // and so the resident memory an idle node keeps (bench/mesh-idle-memory, notes/mesh.md).
+  const errors = [...Errors(ConfigSchema, config)]
+  if (errors.length > 0) throw new ConfigError(describeErrors(errors, config, origin))
   const checked = config as unknown as Config
   if (checked.cluster.suspectAfterMs >= checked.cluster.deadAfterMs) {
     throw new ConfigError(`config key cluster.suspectAfterMs (${checked.cluster.suspectAfterMs}) must be less than cluster.deadAfterMs (${checked.cluster.deadAfterMs})`)
@@ -122,22 +123,24 @@ export function allowed (s: TSchema): string {
   return `expected ${String(s.type)}`
 }
 
-function describeErrors (errors: ErrorObject[], config: unknown, origin: Map<string, string>): string {
+function describeErrors (errors: ValueError[], config: unknown, origin: Map<string, string>): string {
   const keysByPath = new Map(configKeys().map(k => [k.dotted, k]))
   const lines = new Set<string>()
   for (const e of errors) {
-    let dotted = e.instancePath.split('/').filter(Boolean).join('.')
-    if (e.keyword === 'additionalProperties') {
-      const extra = (e.params as { additionalProperty: string }).additionalProperty
-      lines.add(`unknown config key ${dotted === '' ? extra : `${dotted}.${extra}`}: remove it or check its spelling (corral node --help lists every key)`)
+    // e.path is a JSON pointer; an unknown key's error points at the key itself.
+    const parts = e.path.split('/').filter(Boolean).map(p => p.replace(/~1/g, '/').replace(/~0/g, '~'))
+    if (e.type === ValueErrorType.ObjectAdditionalProperties) {
+      const extra = parts.pop() as string
+      lines.add(`unknown config key ${[...parts, extra].join('.')}: remove it or check its spelling (corral node --help lists every key)`)
       continue
     }
+    let dotted = parts.join('.')
     // Union members each report; collapse them onto the key the user set.
     const key = keysByPath.get(dotted) ?? [...keysByPath.values()].find(k => dotted.startsWith(k.dotted + '.'))
     if (key != null) dotted = key.dotted
     const value = dotted.split('.').reduce<unknown>((node, part) => (node as Record<string, unknown> | undefined)?.[part], config)
     const where = origin.get(dotted) ?? 'config'
-    lines.add(`config key ${dotted} (${where}) has value ${JSON.stringify(value)}: ${key != null ? allowed(key.schema) : e.message ?? 'not allowed'}`)
+    lines.add(`config key ${dotted} (${where}) has value ${JSON.stringify(value)}: ${allowed(key != null ? key.schema : e.schema)}`)
   }
   return [...lines].join('; ')
 }
