@@ -1,7 +1,8 @@
-import { createServer, type Server } from 'node:http'
+import type { Server } from 'node:http'
+import { createRequire } from 'node:module'
 import type { AddressInfo } from 'node:net'
 import Koa, { type Context, type Next } from 'koa'
-import Router from '@koa/router'
+import type KoaRouter from '@koa/router'
 import { bodyParser } from '@koa/bodyparser'
 import type { ApiComponents, ApiInit } from './components.ts'
 import type { RouteDef } from './route.ts'
@@ -18,6 +19,15 @@ import { authRoutes } from './routes/auth.ts'
 import { vmRoutes } from './routes/vms.ts'
 import { clusterRoutes } from './routes/cluster.ts'
 import { catalogRoutes } from './routes/catalog.ts'
+
+// node:http comes from process.getBuiltinModule and @koa/router from require, not from import. An
+// ES module import of node:http makes Node build that module's ESM facade, which reads every
+// export, and http's lazy WebSocket and EventSource exports then load undici, with http2, web
+// streams and perf_hooks: ~3 MiB kept by every node, which uses none of them (bench/mesh-idle-
+// memory). @koa/router's ES build imports node:http, its CommonJS build requires it.
+// (src/proxy/http-forward.ts does the same.)
+const { createServer } = process.getBuiltinModule('node:http')
+const Router = createRequire(import.meta.url)('@koa/router') as typeof KoaRouter
 
 export interface ApiServer {
   start: () => Promise<void>

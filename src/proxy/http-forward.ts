@@ -5,7 +5,7 @@
  * added, and corral's own credentials kept away from the VM. Upgrades (websockets) get their own
  * connection and are spliced raw after the VM's 101.
  */
-import { Agent, request as httpRequest, type ClientRequest, type ClientRequestArgs, type IncomingMessage, type RequestOptions, type ServerResponse } from 'node:http'
+import type { ClientRequest, ClientRequestArgs, IncomingMessage, RequestOptions, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
@@ -16,6 +16,10 @@ import { ProxyUpstreamError } from './errors.ts'
 import { HOP_BY_HOP, requestHeadersForVm, responseHeadersForClient, withoutGrant } from './headers.ts'
 import { splice } from './splice.ts'
 import type { ConnectionInfo, HttpTarget, ProxyTarget } from './types.ts'
+
+// Not imported: an ES module import of node:http loads undici (~3 MiB resident in every node), see
+// src/api/server.ts.
+const { Agent, request: httpRequest } = process.getBuiltinModule('node:http')
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS'])
 
