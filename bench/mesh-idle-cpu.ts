@@ -50,12 +50,15 @@ try {
   // a node sends in its first 30 s (NEW_NODE_MS in src/node/mesh-node.ts).
   await sleep(Number(process.env.BENCH_SETTLE_MS ?? 32_000))
   const countsBefore = await counts()
+  console.log(`direct connections per node: ${((countsBefore.get('connectedPeers') ?? 0) / count).toFixed(1)} on average`)
+  countsBefore.delete('connectedPeers')
   const before = await total()
   const t0 = performance.now()
   await sleep(seconds * 1000)
   const used = await total() - before
   const wall = (performance.now() - t0) / 1000
   const countsAfter = await counts()
+  countsAfter.delete('connectedPeers')
   const rates = [...countsAfter].map(([k, v]) => [k, (v - (countsBefore.get(k) ?? 0)) / wall / count] as const).filter(([, r]) => r > 0)
   console.log(`per node per second: ${rates.map(([k, r]) => `${k} ${r.toFixed(1)}`).join(', ')}`)
   console.log(`idle mesh of ${count} nodes: ${(used / wall).toFixed(3)} cores in all, ${(used / wall / count * 1000).toFixed(1)} ms of CPU per node per second, over ${wall.toFixed(1)} s; machine has ${cpus().length} cores, load average ${loadavg()[0]!.toFixed(1)}`)

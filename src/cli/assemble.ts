@@ -166,7 +166,7 @@ export async function startNode (config: Config, driverName: Driver['name'], log
         self: () => mesh.self(),
         members: () => mesh.members(),
         leader: () => election.leader(),
-        metrics: () => ({ ...mesh.metrics() }),
+        metrics: () => ({ ...mesh.metrics(), connectedPeers: mesh.connectedPeers().length }),
         joinToken: () => encodeJoinToken({ clusterKey: cluster.key, bootstrap: mesh.self().multiaddrs })
       }
     }, {

@@ -48,6 +48,8 @@ export const DEFAULTS = {
   syncIntervalMs: 30_000,
   rpcTimeoutMs: 30_000,
   pingTimeoutMs: 2000,
+  /** How often libp2p's connection monitor pings each connection (libp2p's own default is 10 s). */
+  connectionPingMs: 30_000,
   dialTimeoutMs: 5000,
   /** The node keeps direct connections to at least this many members (all, in small clusters). */
   targetPeers: 8,
