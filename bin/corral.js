@@ -15,7 +15,7 @@ if (major < 22 || (major === 22 && minor < 18)) {
 
 // `corral node` runs for weeks and is mostly idle, so it starts with settings that keep its resident
 // memory low without slowing its hot paths (bench/mesh-idle-memory; figures and what was rejected in
-// notes/memory.md). V8 reads its flags and glibc its malloc settings only when a process starts, so the
+// notes/mesh.md, Memory at rest). V8 reads its flags and glibc its malloc settings only when a process starts, so the
 // node re-executes itself once with them (execve: same process id, same stdio), however it was started
 // (`npx corral node`, `node bin/corral.js node`, the Dockerfile).
 const NODE_FLAGS = [
@@ -52,6 +52,17 @@ if (subcommand === 'node') {
     for (const name of process.env[RELAUNCHED].split(',').filter(Boolean)) delete process.env[name]
     delete process.env[RELAUNCHED]
   }
+  // V8's memory reducer is what gives an idle process's heap back to the system, ~10 s after work
+  // stops. In V8 13.6 (Node 24) it never starts while the process has made no allocation on the
+  // embedder (cppgc) heap, which a corral node never does: it reads the zero rate as a busy process
+  // (--trace-memory-reducer: "high alloc") and waits for its 100 s watchdog, so for the first
+  // ~100 s the heap stays as large as start-up made it. One vm.Script is such an allocation (a
+  // ContextifyScript), and the reducer compacts the heap ~15 s after start: idle node in a 2-node
+  // mesh 112 -> 106/102 MiB at 15 s (bench/mesh-idle-memory). Under load the reducer still stays
+  // away (the young and old generations' rates are high). The embedder rate decays back to zero
+  // within ~2 minutes, so later idle spells wait for the watchdog as before.
+  const { Script } = await import('node:vm')
+  new Script('') // eslint-disable-line no-new
 }
 
 const root = fileURLToPath(new URL('..', import.meta.url))
