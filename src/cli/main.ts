@@ -26,7 +26,7 @@ const program = new Command('corral')
 
 program.addCommand(nodeCommand(version, env))
 // `corral node` runs for weeks and needs none of the client commands: neither their modules nor
-// their ~40 commander objects (~0.9 MB of heap the node would keep). Every other run (help, a
+// their ~40 commander objects (0.2 MB of live heap the node would keep). Every other run (help, a
 // typo commander suggests a fix for) gets them all. The subcommand is found as bin/corral.js does.
 const args = process.argv.slice(2)
 const subcommand = args.find((arg, i) => !arg.startsWith('-') && !['--server', '--token', '--api-key'].includes(args[i - 1]))
