@@ -1,6 +1,7 @@
 import type { Context, Next } from 'koa'
 import type { Logger } from 'pino'
 import { CorralError } from '../errors.ts'
+import { setJsonBody } from './json-body.ts'
 
 /**
  * The one place that turns errors into HTTP answers. Error classes keep stable names; this table
@@ -119,7 +120,7 @@ export function problemMiddleware (logger: Logger, clock: () => number) {
       else logger.debug({ method: ctx.method, path: ctx.path, status: problem.status, problem: problem.title }, 'request refused')
       ctx.status = problem.status
       ctx.type = 'application/problem+json'
-      ctx.body = problem
+      setJsonBody(ctx, problem)
       if (problem.status === 429) {
         // A locked account says when it unlocks (retryAt); Retry-After tells HTTP clients the same.
         const seconds = typeof problem.retryAfterSeconds === 'number'

@@ -8,6 +8,7 @@ import type { ApiComponents, ApiInit } from './components.ts'
 import type { RouteDef } from './route.ts'
 import { problemMiddleware } from './problem.ts'
 import { credentialOf } from './credentials.ts'
+import { setJsonBody } from './json-body.ts'
 import { validateInput } from './validate.ts'
 import { buildOpenApi } from './openapi.ts'
 import { createWebsocketGateway } from './websockets.ts'
@@ -56,8 +57,8 @@ export function createApiServer (components: ApiComponents, init: ApiInit): ApiS
   if (proxyGateway != null) app.use(proxyGateway.middleware)
   app.use(bodyParser({ enableTypes: ['json'], jsonLimit: init.maxBodyBytes, jsonStrict: true, encoding: 'utf-8' }))
 
-  router.get('/health', (ctx: Context) => { ctx.body = { status: 'ok', version: init.version } })
-  router.get('/api/openapi.json', (ctx: Context) => { ctx.body = openapi })
+  router.get('/health', (ctx: Context) => { setJsonBody(ctx, { status: 'ok', version: init.version }) })
+  router.get('/api/openapi.json', (ctx: Context) => { setJsonBody(ctx, openapi) })
   for (const route of routes) router[route.method](route.path, handlerFor(route, components))
 
   // After the router has had its say: allowedMethods sets 405/501 with an Allow header, or leaves
@@ -130,7 +131,7 @@ function handlerFor (route: RouteDef, components: ApiComponents) {
     }
     const result = await route.handler({ body, params, query, principal: principal as NonNullable<typeof principal>, ctx })
     ctx.status = result.status ?? 200
-    if (result.body !== undefined) ctx.body = result.body
+    if (result.body !== undefined) setJsonBody(ctx, result.body)
   }
 }
 
