@@ -767,6 +767,10 @@ class MeshNodeImpl implements MeshNode {
   private reportLost (peerId: string): void {
     if (this.phase !== 'running') return
     this.lostToReport.add(peerId)
+    this.scheduleLostReport()
+  }
+
+  private scheduleLostReport (): void {
     this.reportSoon ??= setTimeout(() => {
       this.reportSoon = undefined
       if (this.lostToReport.size > 0) this.heartbeatNow()
@@ -803,7 +807,8 @@ class MeshNodeImpl implements MeshNode {
     if (this.lostToReport.size > 0) {
       hb.lost = [...this.lostToReport].slice(0, MAX_LOST_PER_HEARTBEAT)
       for (const id of hb.lost) this.lostToReport.delete(id)
-      if (this.lostToReport.size > 0) this.reportLost([...this.lostToReport][0]!)
+      // More than one heartbeat holds: the rest go in the next one.
+      if (this.lostToReport.size > 0) this.scheduleLostReport()
     }
     // The state goes out when it changed, then with every FULL_HEARTBEAT_EVERY-th heartbeat (for a
     // node that missed it, or just joined); in between a light heartbeat says "still here".
@@ -967,9 +972,10 @@ class MeshNodeImpl implements MeshNode {
     if (this.phase !== 'running') return
     try {
       // Half a tick early rather than a whole tick late: timers drift.
-      if (this.clock() - this.lastHeartbeatAt >= this.heartbeatEvery() - this.init.heartbeatMs / 2) this.publishHeartbeat()
+      const every = this.heartbeatEvery()
+      if (this.clock() - this.lastHeartbeatAt >= every - this.init.heartbeatMs / 2) this.publishHeartbeat()
       this.feeds.tick()
-      for (const id of this.membership.tick(this.heartbeatEvery())) this.pingPeer(id, 'check')
+      for (const id of this.membership.tick(every)) this.pingPeer(id, 'check')
       this.maintainConnections()
       const now = this.clock()
       if (now - this.lastPeriodicSync >= this.init.syncIntervalMs) {
