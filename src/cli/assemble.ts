@@ -141,6 +141,7 @@ export async function startNode (config: Config, driverName: Driver['name'], log
     const election = new LeaderElection({ mesh, logger: logger.child({ component: 'election' }), clock }, { leaseMs: config.scheduler.leaseMs, renewMs: config.scheduler.renewMs })
     await election.start()
     stack.push(async () => await election.stop())
+    publisher.followLeader(() => election.leader()?.peerId)
     const scheduler = new SchedulerService({ mesh, election, publisher, logger: logger.child({ component: 'scheduler' }), clock }, config.scheduler.policy)
     scheduler.start()
     stack.push(async () => scheduler.stop())

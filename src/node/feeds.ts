@@ -54,11 +54,12 @@ export interface FeedsInit {
   /** Changes made within this window go out as one delta. */
   batchMs: number
   /**
-   * A busy feed sends a delta at most this often (default: batchMs). Every delta reaches every
-   * node, several copies each, so a host placing many VMs a second gossips a few larger deltas
-   * instead of many small ones; the first change after a quiet spell still goes out after batchMs.
+   * A busy feed sends a delta at most this often (default: batchMs), read at each send: it may grow
+   * with the cluster. Every delta reaches every node, several copies each, so a host placing many
+   * VMs a second gossips a few larger deltas instead of many small ones; the first change after a
+   * quiet spell still goes out after batchMs.
    */
-  minGapMs?: number
+  minGapMs?: number | (() => number)
   /** Bytes of row JSON per delta message; a bigger batch is split. */
   maxDeltaBytes: number
   /** How long a replica may trail a heartbeat's cursor before it fetches the whole feed. */
@@ -80,6 +81,11 @@ export interface Feed<Row extends FeedRow> {
   find: (id: string) => Array<{ owner: string, row: Row }>
   /** The version of this node's feed now (changes not yet sent included). */
   version: () => number
+  /**
+   * Fetches an owner's whole feed now, whatever the deltas said: for a node that must not act on a
+   * replica a delta behind (a new scheduler leader, before it places anything).
+   */
+  catchUp: (owner: string) => Promise<void>
 }
 
 interface LocalFeed {
@@ -131,7 +137,12 @@ export class Feeds {
         if (owners == null) return []
         return [...owners].map(owner => ({ owner, row: this.remote.get(name)?.get(owner)?.rows.get(id) as Row }))
       },
-      version: () => local.version
+      version: () => local.version,
+      catchUp: async owner => {
+        if (owner === this.t.selfId || this.stopped) return
+        const snapshot = await this.t.fetchSnapshot(owner, name)
+        if (!this.stopped) this.replace(name, owner, this.replica(name, owner), snapshot)
+      }
     }
   }
 
@@ -244,7 +255,8 @@ export class Feeds {
     f.dirty.set(id, row)
     f.version++
     if (f.timer == null) {
-      const gap = f.flushedAt + (this.init.minGapMs ?? this.init.batchMs) - this.t.clock()
+      const minGap = this.init.minGapMs ?? this.init.batchMs
+      const gap = f.flushedAt + (typeof minGap === 'function' ? minGap() : minGap) - this.t.clock()
       f.timer = setTimeout(() => { this.flushFeed(name, f) }, Math.max(this.init.batchMs, gap))
     }
   }

@@ -77,8 +77,16 @@ const LOST_REPORT_JITTER_MS = 200
 const FULL_HEARTBEAT_EVERY = 4
 /** Feed changes within this window go out as one delta. */
 const FEED_BATCH_MS = 20
-/** A busy feed sends at most ten deltas a second (see FeedsInit.minGapMs). */
+/**
+ * A busy feed sends at most ten deltas a second up to 10 members, and fewer as the heartbeat
+ * stretches beyond (one every 2.5 s with 50): every delta is a broadcast each node pays ~2.5 ms of
+ * CPU for, so 50 nodes' deltas at 10 a second would take more CPU than the nodes have.
+ */
 const FEED_MIN_GAP_MS = 100
+/** A node's changed state goes out in an extra heartbeat at most this often up to 10 members (see stateChanged). */
+const STATE_GAP_MS = 250
+/** The rpc method a member sends its heartbeat straight to one node with (see sendHeartbeatTo). */
+const HEARTBEAT_METHOD = 'mesh.heartbeat'
 /** A replica trailing an owner's advertised cursor this long fetches the whole feed. */
 const FEED_GRACE_MS = 1_500
 /** Rows per frame of a feed snapshot. */
@@ -152,6 +160,9 @@ class MeshNodeImpl implements MeshNode {
   private timer: NodeJS.Timeout | undefined
   private heartbeatSoon: NodeJS.Timeout | undefined
   private lastExtraHeartbeatAt = 0
+  /** A changed state waiting for its turn to be broadcast (see stateChanged), and the last full heartbeat. */
+  private stateSoon: NodeJS.Timeout | undefined
+  private lastFullAt = 0
   /** Members this node lost itself (connection gone, ping failed), for the next heartbeat to report. */
   private readonly lostToReport = new Set<string>()
   private reportSoon: NodeJS.Timeout | undefined
@@ -164,6 +175,7 @@ class MeshNodeImpl implements MeshNode {
 
   // This node's own NodeState.
   private localState: unknown = {}
+  private localStateJson = '{}'
   private apiAddress: string | undefined
   private version = 0
   private announcedAddrs: string[] = []
@@ -247,7 +259,7 @@ class MeshNodeImpl implements MeshNode {
       emit: change => { this.events.emit('feed:change', change) },
       count: what => { this.counters.inc(what === 'delta' ? 'feedDeltasApplied' : 'feedSnapshotsFetched') },
       onError: (err, owner, feed) => { this.log.debug({ err, peer: owner, feed }, 'could not fetch a feed; the next heartbeat retries') }
-    }, { batchMs: FEED_BATCH_MS, minGapMs: FEED_MIN_GAP_MS, maxDeltaBytes: MAX_FEED_DELTA_BYTES - 4096, graceMs: FEED_GRACE_MS })
+    }, { batchMs: FEED_BATCH_MS, minGapMs: () => FEED_MIN_GAP_MS * this.broadcastStretch(), maxDeltaBytes: MAX_FEED_DELTA_BYTES - 4096, graceMs: FEED_GRACE_MS })
     this.rpc = new RpcService({
       selfId: this.selfId,
       log,
@@ -354,6 +366,10 @@ class MeshNodeImpl implements MeshNode {
       for (let i = 0; i < rows.length; i += FEED_SNAPSHOT_ROWS) await ctx.send({ rows: rows.slice(i, i + FEED_SNAPSHOT_ROWS) })
       return { epoch, version }
     })
+    this.rpc.handle(HEARTBEAT_METHOD, (body: unknown, ctx) => {
+      if (!this.acceptHeartbeat(ctx.peerId, body)) throw new RpcProtocolError(`a malformed heartbeat, or not the sender's own (${this.describe(ctx.peerId)})`)
+      return {}
+    })
     this.rpc.handle(MEMBERS_METHOD, async (_body: unknown, ctx) => {
       const described: HeartbeatMessage[] = [this.heartbeat(), ...this.membership.list().filter(m => m.status === 'alive').map(m => {
         const hb: HeartbeatMessage = { peerId: m.peerId, nodeName: m.nodeName, addrs: m.addrs, version: m.version, state: m.state }
@@ -412,6 +428,7 @@ class MeshNodeImpl implements MeshNode {
     this.lifecycle?.abort(new MeshNotRunningError('the mesh node is stopping'))
     clearInterval(this.timer)
     clearTimeout(this.heartbeatSoon)
+    clearTimeout(this.stateSoon)
     clearTimeout(this.reportSoon)
     this.feeds.stop()
     this.bootstrap.stop()
@@ -453,7 +470,11 @@ class MeshNodeImpl implements MeshNode {
       throw new NodeStateInvalidError(`The node state is ${size} bytes of JSON, over the ${MAX_STATE_BYTES}-byte heartbeat budget; ` +
         'move bulky data into records and keep a summary in the state.', { size })
     }
-    this.localState = deepFreeze(JSON.parse(JSON.stringify(state)))
+    const json = JSON.stringify(state)
+    // The same state again (a host publishing after an admission already did) is no news.
+    if (json === this.localStateJson) return
+    this.localStateJson = json
+    this.localState = deepFreeze(JSON.parse(json))
     this.bumpVersion()
   }
 
@@ -461,6 +482,31 @@ class MeshNodeImpl implements MeshNode {
     if (address !== undefined && address.length > 512) throw new NodeStateInvalidError('The API address is longer than 512 characters.')
     this.apiAddress = address
     this.bumpVersion()
+  }
+
+  currentHeartbeat (): unknown {
+    return this.heartbeat()
+  }
+
+  acceptHeartbeat (from: string, heartbeat: unknown): boolean {
+    if (this.phase !== 'running' || from === this.selfId) return false
+    const size = jsonSize(heartbeat)
+    if (size === undefined || size > MAX_HEARTBEAT_BYTES || !isHeartbeat(heartbeat)) {
+      this.counters.drop('rpc', 'invalid')
+      return false
+    }
+    const hb = heartbeat as HeartbeatMessage
+    if (hb.peerId !== from) {
+      this.counters.drop('rpc', 'spoofed')
+      return false
+    }
+    // Reported losses travel only by gossip, where every node hears them.
+    this.onHeartbeat({ ...hb, lost: undefined })
+    return true
+  }
+
+  async sendHeartbeatTo (peerId: string): Promise<void> {
+    await this.rpc.request(peerId, HEARTBEAT_METHOD, this.heartbeat(), { timeoutMs: 10_000 })
   }
 
   async connect (addr: string, options: { signal?: AbortSignal } = {}): Promise<void> {
@@ -709,12 +755,7 @@ class MeshNodeImpl implements MeshNode {
     if (value === undefined) return
     this.decoded.delete(msg)
     if (msg.topic === HEARTBEAT_TOPIC) {
-      const hb = value as HeartbeatMessage
-      this.counters.inc('heartbeatsReceived')
-      const outcome = this.membership.onHeartbeat(hb)
-      if (outcome.addrsChanged) this.learnAddrs(hb.peerId, hb.addrs)
-      this.feeds.onCursors(hb.peerId, hb.feeds as Record<string, [number, number]> | undefined)
-      if (hb.lost !== undefined) this.onLostReport(hb.lost)
+      this.onHeartbeat(value as HeartbeatMessage)
     } else if (msg.topic === FEEDS_TOPIC) {
       this.feeds.onDelta(value as FeedDelta)
     } else if (msg.topic === RECORDS_TOPIC) {
@@ -723,6 +764,15 @@ class MeshNodeImpl implements MeshNode {
         this.log.warn({ err }, 'could not apply gossiped records; full sync will retry')
       })
     }
+  }
+
+  /** A member's heartbeat, gossiped or sent straight here. */
+  private onHeartbeat (hb: HeartbeatMessage): void {
+    this.counters.inc('heartbeatsReceived')
+    const outcome = this.membership.onHeartbeat(hb)
+    if (outcome.addrsChanged) this.learnAddrs(hb.peerId, hb.addrs)
+    this.feeds.onCursors(hb.peerId, hb.feeds as Record<string, [number, number]> | undefined)
+    if (hb.lost !== undefined) this.onLostReport(hb.lost)
   }
 
   private readonly onSubscriptionChange = (evt: CustomEvent<{ peerId: PeerId, subscriptions: Array<{ topic: string, subscribe: boolean }> }>): void => {
@@ -750,6 +800,34 @@ class MeshNodeImpl implements MeshNode {
       // For a newcomer or a change: with the state.
       this.publishHeartbeat(true)
     }, delay)
+  }
+
+  /**
+   * The state (or API address) changed. Up to 10 members it goes out now (heartbeatNow). Beyond, a
+   * busy node's state is broadcast at most every STATE_GAP_MS times the heartbeat stretch (6.25 s
+   * with 50 members), never less often than it heartbeats: each broadcast costs every node, and a
+   * host placing VMs changes its state many times a second. Whoever needs it sooner gets it
+   * straight from the node (sendHeartbeatTo: a host's scheduler leader).
+   */
+  private stateChanged (): void {
+    const stretch = this.broadcastStretch()
+    if (stretch <= 1) {
+      this.heartbeatNow()
+      return
+    }
+    if (this.stateSoon !== undefined || this.phase !== 'running') return
+    const gap = Math.min(this.heartbeatEvery(), STATE_GAP_MS * stretch)
+    const delay = Math.max(0, this.lastFullAt + gap - this.clock())
+    this.stateSoon = setTimeout(() => {
+      this.stateSoon = undefined
+      // A heartbeat since may have carried it already.
+      if (this.version !== this.lastFullVersion) this.heartbeatNow()
+    }, delay)
+  }
+
+  /** How many times longer than configured this node's heartbeat interval is now (1 up to 10 members). */
+  private broadcastStretch (): number {
+    return this.heartbeatEvery() / this.init.heartbeatMs
   }
 
   /** This node's heartbeat interval now: longer in a large cluster (see heartbeatInterval). */
@@ -819,6 +897,7 @@ class MeshNodeImpl implements MeshNode {
       this.lightSinceFull++
     } else {
       this.lastFullVersion = this.version
+      this.lastFullAt = this.clock()
       this.lightSinceFull = 0
     }
     this.libp2p.services.pubsub.publish(HEARTBEAT_TOPIC, encodeJson(hb)).catch((err: unknown) => {
@@ -844,7 +923,7 @@ class MeshNodeImpl implements MeshNode {
 
   private bumpVersion (): void {
     this.version = Math.max(this.version + 1, this.clock())
-    this.heartbeatNow()
+    this.stateChanged()
   }
 
   private selfMember (): Member {

@@ -253,6 +253,19 @@ export interface MeshNode {
   /** Replace this node's opaque state; announced with the next heartbeat (sent at once). */
   setLocalState: (state: unknown) => void
   setApiAddress: (address: string | undefined) => void
+  /**
+   * In a large cluster a changed state is broadcast only every few seconds (each broadcast costs
+   * every node); a node that needs it sooner gets it straight from its owner. This node's full
+   * heartbeat now, state included, for the owner to hand over (in an rpc answer, say).
+   */
+  currentHeartbeat: () => unknown
+  /**
+   * A heartbeat member `from` handed over directly (from as the transport proved it), applied as
+   * if gossiped. False, and counted as dropped, if malformed or about another node.
+   */
+  acceptHeartbeat: (from: string, heartbeat: unknown) => boolean
+  /** Sends this node's heartbeat straight to one member (see currentHeartbeat). */
+  sendHeartbeatTo: (peerId: string) => Promise<void>
   /** Dial a node by multiaddr at runtime (e.g. `corral cluster join`). */
   connect: (multiaddr: string, options?: { signal?: AbortSignal }) => Promise<void>
   /** Run one full record sync with a peer now; resolves with the entries exchanged. */

@@ -59,6 +59,30 @@ describe('three nodes joined by bootstrap', () => {
     assert.deepEqual(described.find(m => m.peerId === b.mesh.self().peerId)?.state, { described: true })
   })
 
+  test('a heartbeat handed over directly is applied at once, as if gossiped; one about another node or malformed is dropped', async () => {
+    const aId = a.mesh.self().peerId
+    a.mesh.setLocalState({ handed: 1 })
+    await eventually('b sees a\'s state by gossip', () => JSON.stringify(b.mesh.member(aId)?.state) === JSON.stringify({ handed: 1 }))
+    // A state a never gossiped: only the hand-over can bring it to b.
+    const hb = a.mesh.currentHeartbeat() as { version: number, state: unknown }
+    const newer = { ...hb, version: hb.version + 1, state: { handed: 2 } }
+    assert.equal(b.mesh.acceptHeartbeat(aId, newer), true)
+    assert.deepEqual(b.mesh.member(aId)?.state, { handed: 2 }, 'applied synchronously')
+    const dropped = b.mesh.metrics().dropped.rpc ?? 0
+    // Handed over by c, about a: refused, whatever it says.
+    assert.equal(b.mesh.acceptHeartbeat(c.mesh.self().peerId, { ...newer, version: hb.version + 2, state: { handed: 'forged' } }), false)
+    assert.equal(b.mesh.acceptHeartbeat(aId, { peerId: aId, version: 'soon' }), false)
+    assert.deepEqual(b.mesh.member(aId)?.state, { handed: 2 })
+    assert.equal(b.mesh.metrics().dropped.rpc ?? 0, dropped + 2)
+
+    // The same over the wire: the receiving node serves the call and holds the state when it returns.
+    const served = b.mesh.metrics().rpcServed
+    a.mesh.setLocalState({ handed: 3 })
+    await a.mesh.sendHeartbeatTo(b.mesh.self().peerId)
+    assert.deepEqual(b.mesh.member(aId)?.state, { handed: 3 })
+    assert.ok(b.mesh.metrics().rpcServed > served)
+  })
+
   test('a record written on one node is readable on all', async () => {
     await a.mesh.records.put('vms', 'vm-1', { image: 'macos-15', cpus: 4 })
     await eventually('all nodes read vm-1', () => [a, b, c].every(n => n.mesh.records.get<{ cpus: number }>('vms', 'vm-1')?.cpus === 4))

@@ -19,6 +19,10 @@ function cluster (hosts: Array<{ name: string, cpus: number, labels?: Record<str
   const admitted: string[] = []
   let refused = 0
   let gossipHeld = false
+  /** Hosts whose VM list the leader fetched (publisher.vms.catchUp); other VM lists are behind. */
+  const fetched = new Set<string>()
+  /** Whether admissions answer with the host's heartbeat, as real hosts do. */
+  let answerWithHeartbeat = false
   const publish = (name: string): void => {
     const s = state.get(name)!
     if (!gossipHeld) s.gossiped = { used: s.used, version: s.version }
@@ -62,13 +66,24 @@ function cluster (hosts: Array<{ name: string, cpus: number, labels?: Record<str
       s.version++
       admitted.push(`${body.pending.id}@${peerId}`)
       publish(peerId)
-      return { vm: { id: body.pending.id, host: peerId } as VmRecord, vmsVersion: s.version }
+      const heartbeat = answerWithHeartbeat ? { used: s.used, version: s.version } : undefined
+      return { vm: { id: body.pending.id, host: peerId } as VmRecord, vmsVersion: s.version, heartbeat }
+    },
+    // The fake heartbeat is the host's true figures: the leader's view of that host catches up.
+    acceptHeartbeat: (from: string, heartbeat: { used: number, version: number }) => {
+      state.get(from)!.gossiped = { ...heartbeat }
+      return true
     }
   }
   const election = Object.assign(new EventTarget(), { isLeader: () => true, leader: () => ({ peerId: self }) })
   const publisher = {
     current: () => ({ kind: 'corral-host/2', host: { name: 'leader', capacity: { cpus: 0, memoryMiB: 0, diskMiB: 0, arch: 'x86_64', os: 'linux', driver: 'sim', labels: {}, simulated: true }, allocated: { cpus: 0, memoryMiB: 0, diskMiB: 0 }, free: { cpus: 0, memoryMiB: 0, diskMiB: 0 }, vms: { total: 0, running: 0 }, state: 'alive' }, vmsVersion: 0, images: [], imageInfo: [], draining: false }),
-    vms: { mine: () => undefined, find: () => [], version: () => 0 }
+    vms: {
+      mine: () => undefined,
+      version: () => 0,
+      find: (id: string) => [...state].filter(([name, s]) => fetched.has(name) && s.vms.includes(id)).map(([name]) => ({ owner: name, row: { id, host: name } })),
+      catchUp: async (owner: string) => { await new Promise(resolve => setImmediate(resolve)); fetched.add(owner) }
+    }
   }
   const scheduler = new SchedulerService({ mesh, election, publisher, logger: pino({ level: 'silent' }), clock: () => now } as never, 'binpack')
   let seq = 0
@@ -88,6 +103,8 @@ function cluster (hosts: Array<{ name: string, cpus: number, labels?: Record<str
     state,
     admitted,
     refused: () => refused,
+    election,
+    answerWithHeartbeat: () => { answerWithHeartbeat = true },
     holdGossip: (held: boolean) => { gossipHeld = held; if (!held) for (const h of hosts) publish(h.name) },
     setStatus: (name: string, s: 'alive' | 'suspect' | 'dead') => { status.set(name, s) }
   }
@@ -134,4 +151,39 @@ test('a request only an unreachable host could take waits for it instead of bein
   // What no host could ever take is still refused at once.
   const never = await c.scheduler.submit(c.request(64))
   assert.equal(never.outcome, 'rejected')
+})
+
+test('a new leader fetches the hosts\' VM lists before it places: a VM the old leader placed is not placed again', async () => {
+  const c = cluster([{ name: 'h1', cpus: 4 }, { name: 'h2', cpus: 4 }])
+  // The old leader placed this one on h1 and died before the gateway heard; h1's VM list has not
+  // reached this node yet, and the gateway re-submits it here.
+  const inFlight = c.request(1)
+  const h1 = c.state.get('h1')!
+  h1.used = 1
+  h1.vms.push(inFlight.id)
+  c.scheduler.start()
+  try {
+    c.election.dispatchEvent(new CustomEvent('leader', { detail: { peerId: 'leader' } }))
+    const answer = await c.scheduler.submit(inFlight)
+    assert.equal(answer.outcome, 'placed')
+    assert.equal(answer.outcome === 'placed' ? answer.peerId : '', 'h1', 'found where the old leader put it')
+    assert.deepEqual(c.admitted, [], 'no host was asked to admit it a second time')
+  } finally {
+    c.scheduler.stop()
+  }
+})
+
+test('the host\'s state in an admission\'s answer is the leader\'s view of it at once, gossip or not', async () => {
+  const c = cluster([{ name: 'h1', cpus: 4 }, { name: 'h2', cpus: 4 }])
+  c.answerWithHeartbeat()
+  // The leader hears h1 holds 2 CPUs, so binpack prefers it; then h1 takes a third it does not hear of.
+  c.state.get('h1')!.used = 2
+  c.holdGossip(false)
+  c.holdGossip(true)
+  c.state.get('h1')!.used = 3
+  assert.equal((await c.scheduler.submit(c.request(1))).outcome, 'placed')
+  // The answer said h1 is now full, so the next goes to h2 without asking h1 first.
+  const next = await c.scheduler.submit(c.request(1))
+  assert.equal(next.outcome === 'placed' ? next.peerId : '', 'h2')
+  assert.equal(c.refused(), 0, 'the leader did not send h1 a request it could not hold')
 })

@@ -62,8 +62,11 @@ export function registerVmRpc (mesh: MeshNode, host: HostAgent, logger: Logger):
   })
 }
 
-/** A host's answer to host.admit. */
-export interface Admitted { vm: VmRecord, vmsVersion: number }
+/**
+ * A host's answer to host.admit, with the host's heartbeat as of the admission: in a large cluster
+ * its state is broadcast only every few seconds, and the leader needs it fresh to place the next.
+ */
+export interface Admitted { vm: VmRecord, vmsVersion: number, heartbeat?: unknown }
 
 /**
  * The host's admission of a VM the leader planned for it: re-check the plan against this host's
@@ -75,7 +78,7 @@ export function registerAdmission (mesh: MeshNode, host: HostAgent, publisher: S
     const self = mesh.self()
     // With the VM feed's version that includes it: the leader counts the VM against this host
     // until gossip shows free figures of that version or later.
-    if (host.has(pending.id)) return { vm: host.get(pending.id), vmsVersion: publisher.vms.version() } satisfies Admitted
+    if (host.has(pending.id)) return admitted(host.get(pending.id))
     // Fencing: only the leader this host's lease record names may place here. A leader that lost
     // the lease (a healed partition) may still be mid-pass over a queue the new leader also has.
     const holder = leaseHolder(mesh)
@@ -96,6 +99,11 @@ export function registerAdmission (mesh: MeshNode, host: HostAgent, publisher: S
       owner: pending.request.owner
     })
     logger.info({ vm: vm.id, owner: pending.request.owner, gateway: pending.gatewayName }, 'admitted a VM placed by the scheduler')
-    return { vm, vmsVersion: publisher.vms.version() } satisfies Admitted
+    return admitted(vm)
   })
+
+  function admitted (vm: VmRecord): Admitted {
+    publisher.publishNow()
+    return { vm, vmsVersion: publisher.vms.version(), heartbeat: mesh.currentHeartbeat() }
+  }
 }

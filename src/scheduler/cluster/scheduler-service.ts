@@ -35,6 +35,8 @@ const RETRY_EVERY_MS = 500
 const REFUSAL_MEMORY_MS = 2_000
 /** An admitted VM's resources count against its host until the host's gossip lists it, or this long. */
 const RESERVATION_MEMORY_MS = 10_000
+/** How long a new leader waits for the hosts' VM lists before it places anything. */
+const CATCH_UP_MS = 3_000
 
 /**
  * Resources the leader has promised a host that the host's own gossip may not show yet: until the
@@ -75,11 +77,16 @@ export class SchedulerService {
    * deletion, which is only sent to the leader of the moment) should this node lead again.
    */
   private readonly onLeader = (): void => {
-    if (this.c.election.isLeader()) return
+    if (this.c.election.isLeader()) {
+      this.catchUp()
+      return
+    }
     this.queue.clear()
     this.reservations.clear()
     this.refusals.clear()
   }
+  /** Set while a new leader fetches the hosts' VM lists (see catchUp). */
+  private catchingUp?: Promise<void>
 
   constructor (components: SchedulerComponents, policy: PlacementPolicy) {
     this.c = components
@@ -107,8 +114,29 @@ export class SchedulerService {
     this.c.mesh.unhandleRpc(SCHED_RPC.cancel)
   }
 
+  /**
+   * A new leader fetches every host's VM list before it places anything. The gateways re-submit
+   * what the old leader had in flight, and a VM it placed a moment before it died may not have
+   * reached this node yet (a host's VM changes are broadcast in batches, every 2.5 s with 50
+   * members): placing that request again would run it twice.
+   */
+  private catchUp (): void {
+    const self = this.c.mesh.self().peerId
+    const hosts = this.c.mesh.members().filter(m => m.peerId !== self && m.status !== 'dead')
+    const started = this.c.clock()
+    const fetched = Promise.allSettled(hosts.map(async m => await this.c.publisher.vms.catchUp(m.peerId)))
+    const catchingUp: Promise<void> = Promise.race([fetched, new Promise(resolve => setTimeout(resolve, CATCH_UP_MS).unref())]).then(outcomes => {
+      const failed = Array.isArray(outcomes) ? outcomes.filter(o => o.status === 'rejected').length : hosts.length
+      this.c.logger.info({ hosts: hosts.length, failed, ms: this.c.clock() - started }, 'new leader caught up with the hosts\' VM lists')
+      if (this.catchingUp === catchingUp) this.catchingUp = undefined
+      if (this.queue.size > 0) void this.drainSoon()
+    })
+    this.catchingUp = catchingUp
+  }
+
   /** Takes a request into the queue (or recognises it) and answers where it stands now. */
   async submit (pending: PendingVm): Promise<SubmitOutcome> {
+    if (this.catchingUp != null) await this.catchingUp
     if (!this.c.election.isLeader()) return { outcome: 'not-leader', leader: this.c.election.leader()?.peerId }
     const done = this.placed.get(pending.id)
     if (done != null) return { outcome: 'placed', ...done }
@@ -157,7 +185,7 @@ export class SchedulerService {
 
   /** One pass over the queue: every request placed, sent for admission, held back or refused. */
   private drain (): void {
-    if (!this.c.election.isLeader() || this.queue.size === 0) return
+    if (!this.c.election.isLeader() || this.queue.size === 0 || this.catchingUp != null) return
     const now = this.c.clock()
     const self = this.c.mesh.self().peerId
     const members = this.c.mesh.members()
@@ -267,7 +295,8 @@ export class SchedulerService {
   /** Asks the chosen host to admit the request; a refusal sends it back to the queue without that host. */
   private async admit (pending: PendingVm, candidate: PlacementCandidate): Promise<void> {
     try {
-      const { vm, vmsVersion } = await this.c.mesh.request<Admitted>(candidate.peerId, SCHED_RPC.admit, { pending, resources: candidate.resources })
+      const { vm, vmsVersion, heartbeat } = await this.c.mesh.request<Admitted>(candidate.peerId, SCHED_RPC.admit, { pending, resources: candidate.resources })
+      if (heartbeat !== undefined) this.c.mesh.acceptHeartbeat(candidate.peerId, heartbeat)
       const held = this.reservations.get(pending.id)
       if (held != null) held.vmsVersion = vmsVersion
       this.queue.delete(pending.id)

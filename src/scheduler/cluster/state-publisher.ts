@@ -27,6 +27,10 @@ export class StatePublisher {
   private imageInfo: PublishedHostState['imageInfo'] = []
   private imageNames: string[] = []
   private pullable: PublishedHostState['imageInfo'] = []
+  /** The scheduler leader, once the election runs (see followLeader). */
+  private leader: () => string | undefined = () => undefined
+  /** What the last publish said (see tellLeader). */
+  private lastPublished?: { news: string, free: PublishedHostState['host']['free'] }
   private readonly onVm = (event: Event): void => {
     const { type, vm } = (event as CustomEvent<VmEvent>).detail
     if (type === 'vm.deleted') this.vms.remove(vm.id)
@@ -47,6 +51,19 @@ export class StatePublisher {
 
   removePending (id: string): void {
     this.pending.remove(id)
+  }
+
+  /** Who leads the scheduler, so news it cannot infer reaches it directly (see tellLeader). */
+  followLeader (leader: () => string | undefined): void {
+    this.leader = leader
+  }
+
+  /**
+   * The state as it is this instant, published without waiting for the coalescing timer (images as
+   * of the last full publish): after an admission, whose answer carries it to the leader.
+   */
+  publishNow (): void {
+    this.components.mesh.setLocalState(this.current())
   }
 
   /** Publish soon (coalesced), e.g. after the images changed. */
@@ -80,7 +97,29 @@ export class StatePublisher {
     this.imageNames = all.map(i => i.name)
     this.imageInfo = all.map(i => ({ name: i.name, arch: i.arch, os: i.os, defaultCpus: i.defaultCpus, defaultMemoryMiB: i.defaultMemoryMiB, diskMiB: i.diskMiB, ...(i.minHost != null ? { minHost: i.minHost } : {}) }))
     this.pullable = await images.pullable()
-    mesh.setLocalState(this.current())
+    const state = this.current()
+    mesh.setLocalState(state)
+    this.tellLeader(state)
+  }
+
+  /**
+   * In a large cluster the state is broadcast only every few seconds, and the leader would place
+   * queued requests that late after a VM is deleted. What the leader cannot infer since the last
+   * publish (resources freed; capacity, images or draining changed) goes to it directly; its own
+   * admissions it knows from their answers.
+   */
+  private tellLeader (state: PublishedHostState): void {
+    const previous = this.lastPublished
+    const { free, capacity } = state.host
+    const news = JSON.stringify([capacity, state.images, state.pullable?.map(p => p.name), state.draining])
+    this.lastPublished = { news, free }
+    const leader = this.leader()
+    if (previous == null || leader == null || leader === this.components.mesh.self().peerId) return
+    const freed = free.cpus > previous.free.cpus || free.memoryMiB > previous.free.memoryMiB || free.diskMiB > previous.free.diskMiB
+    if (!freed && news === previous.news) return
+    this.components.mesh.sendHeartbeatTo(leader).catch((err: Error) => {
+      this.components.logger.debug({ err: err.message }, 'could not tell the scheduler leader about this host\'s news; it learns by gossip')
+    })
   }
 
   /** This host's state now (images as of the last publish): fresher than its own gossip. */
@@ -96,3 +135,4 @@ export class StatePublisher {
     }
   }
 }
+
