@@ -54,12 +54,13 @@ export interface FeedsInit {
   /** Changes made within this window go out as one delta. */
   batchMs: number
   /**
-   * A busy feed sends a delta at most this often (default: batchMs), read at each send: it may grow
-   * with the cluster. Every delta reaches every node, several copies each, so a host placing many
-   * VMs a second gossips a few larger deltas instead of many small ones; the first change after a
-   * quiet spell still goes out after batchMs.
+   * A busy feed sends a delta at most this often (default: batchMs). Every delta reaches every
+   * node, several copies each, so a host placing many VMs a second gossips a few larger deltas
+   * instead of many small ones; the first change after a quiet spell still goes out after batchMs.
    */
-  minGapMs?: number | (() => number)
+  minGapMs?: number
+  /** While this says so, changes wait for flush() (the owner's next heartbeat), not for a timer. */
+  deferred?: () => boolean
   /** Bytes of row JSON per delta message; a bigger batch is split. */
   maxDeltaBytes: number
   /** How long a replica may trail a heartbeat's cursor before it fetches the whole feed. */
@@ -254,9 +255,8 @@ export class Feeds {
     else f.rows.set(id, row)
     f.dirty.set(id, row)
     f.version++
-    if (f.timer == null) {
-      const minGap = this.init.minGapMs ?? this.init.batchMs
-      const gap = f.flushedAt + (typeof minGap === 'function' ? minGap() : minGap) - this.t.clock()
+    if (f.timer == null && this.init.deferred?.() !== true) {
+      const gap = f.flushedAt + (this.init.minGapMs ?? this.init.batchMs) - this.t.clock()
       f.timer = setTimeout(() => { this.flushFeed(name, f) }, Math.max(this.init.batchMs, gap))
     }
   }

@@ -77,14 +77,8 @@ const LOST_REPORT_JITTER_MS = 200
 const FULL_HEARTBEAT_EVERY = 4
 /** Feed changes within this window go out as one delta. */
 const FEED_BATCH_MS = 20
-/**
- * A busy feed sends at most ten deltas a second up to 10 members, and fewer as the heartbeat
- * stretches beyond (one every 2.5 s with 50): every delta is a broadcast each node pays ~2.5 ms of
- * CPU for, so 50 nodes' deltas at 10 a second would take more CPU than the nodes have.
- */
+/** A busy feed sends at most ten deltas a second (up to 10 members; see broadcastsDeferred). */
 const FEED_MIN_GAP_MS = 100
-/** A node's changed state goes out in an extra heartbeat at most this often up to 10 members (see stateChanged). */
-const STATE_GAP_MS = 250
 /** The rpc method a member sends its heartbeat straight to one node with (see sendHeartbeatTo). */
 const HEARTBEAT_METHOD = 'mesh.heartbeat'
 /** A replica trailing an owner's advertised cursor this long fetches the whole feed. */
@@ -160,9 +154,6 @@ class MeshNodeImpl implements MeshNode {
   private timer: NodeJS.Timeout | undefined
   private heartbeatSoon: NodeJS.Timeout | undefined
   private lastExtraHeartbeatAt = 0
-  /** A changed state waiting for its turn to be broadcast (see stateChanged), and the last full heartbeat. */
-  private stateSoon: NodeJS.Timeout | undefined
-  private lastFullAt = 0
   /** Members this node lost itself (connection gone, ping failed), for the next heartbeat to report. */
   private readonly lostToReport = new Set<string>()
   private reportSoon: NodeJS.Timeout | undefined
@@ -259,7 +250,7 @@ class MeshNodeImpl implements MeshNode {
       emit: change => { this.events.emit('feed:change', change) },
       count: what => { this.counters.inc(what === 'delta' ? 'feedDeltasApplied' : 'feedSnapshotsFetched') },
       onError: (err, owner, feed) => { this.log.debug({ err, peer: owner, feed }, 'could not fetch a feed; the next heartbeat retries') }
-    }, { batchMs: FEED_BATCH_MS, minGapMs: () => FEED_MIN_GAP_MS * this.broadcastStretch(), maxDeltaBytes: MAX_FEED_DELTA_BYTES - 4096, graceMs: FEED_GRACE_MS })
+    }, { batchMs: FEED_BATCH_MS, minGapMs: FEED_MIN_GAP_MS, deferred: () => this.broadcastsDeferred(), maxDeltaBytes: MAX_FEED_DELTA_BYTES - 4096, graceMs: FEED_GRACE_MS })
     this.rpc = new RpcService({
       selfId: this.selfId,
       log,
@@ -428,7 +419,6 @@ class MeshNodeImpl implements MeshNode {
     this.lifecycle?.abort(new MeshNotRunningError('the mesh node is stopping'))
     clearInterval(this.timer)
     clearTimeout(this.heartbeatSoon)
-    clearTimeout(this.stateSoon)
     clearTimeout(this.reportSoon)
     this.feeds.stop()
     this.bootstrap.stop()
@@ -803,31 +793,16 @@ class MeshNodeImpl implements MeshNode {
   }
 
   /**
-   * The state (or API address) changed. Up to 10 members it goes out now (heartbeatNow). Beyond, a
-   * busy node's state is broadcast at most every STATE_GAP_MS times the heartbeat stretch (6.25 s
-   * with 50 members), never less often than it heartbeats: each broadcast costs every node, and a
-   * host placing VMs changes its state many times a second. Whoever needs it sooner gets it
-   * straight from the node (sendHeartbeatTo: a host's scheduler leader).
+   * Beyond 10 members a changed state and feed changes wait for the node's next heartbeat instead
+   * of going out at once. Each broadcast costs every node ~2.5 ms of CPU (several copies received,
+   * decrypted, forwarded), so with 50 members one costs the cluster ~125 ms; a host placing VMs
+   * changes many times a second, and hosts touched one after another by a burst of placements
+   * would each add broadcasts. Deferred, a node broadcasts about twice per heartbeat (every 25 s
+   * with 50 members) however busy it is. Whoever needs a change sooner gets it directly: the
+   * scheduler leader from its admissions' answers and sendHeartbeatTo, a gateway from the leader.
    */
-  private stateChanged (): void {
-    const stretch = this.broadcastStretch()
-    if (stretch <= 1) {
-      this.heartbeatNow()
-      return
-    }
-    if (this.stateSoon !== undefined || this.phase !== 'running') return
-    const gap = Math.min(this.heartbeatEvery(), STATE_GAP_MS * stretch)
-    const delay = Math.max(0, this.lastFullAt + gap - this.clock())
-    this.stateSoon = setTimeout(() => {
-      this.stateSoon = undefined
-      // A heartbeat since may have carried it already.
-      if (this.version !== this.lastFullVersion) this.heartbeatNow()
-    }, delay)
-  }
-
-  /** How many times longer than configured this node's heartbeat interval is now (1 up to 10 members). */
-  private broadcastStretch (): number {
-    return this.heartbeatEvery() / this.init.heartbeatMs
+  private broadcastsDeferred (): boolean {
+    return this.heartbeatEvery() > this.init.heartbeatMs
   }
 
   /** This node's heartbeat interval now: longer in a large cluster (see heartbeatInterval). */
@@ -881,6 +856,8 @@ class MeshNodeImpl implements MeshNode {
       this.announcedAddrs = addrs
       this.version = Math.max(this.version + 1, this.clock())
     }
+    // Deferred feed changes go out now, just before the heartbeat whose cursors count them.
+    if (this.broadcastsDeferred()) this.feeds.flush()
     const hb = this.heartbeat()
     if (this.lostToReport.size > 0) {
       hb.lost = [...this.lostToReport].slice(0, MAX_LOST_PER_HEARTBEAT)
@@ -897,7 +874,6 @@ class MeshNodeImpl implements MeshNode {
       this.lightSinceFull++
     } else {
       this.lastFullVersion = this.version
-      this.lastFullAt = this.clock()
       this.lightSinceFull = 0
     }
     this.libp2p.services.pubsub.publish(HEARTBEAT_TOPIC, encodeJson(hb)).catch((err: unknown) => {
@@ -923,7 +899,8 @@ class MeshNodeImpl implements MeshNode {
 
   private bumpVersion (): void {
     this.version = Math.max(this.version + 1, this.clock())
-    this.stateChanged()
+    // Deferred: the next heartbeat carries it (it is full whenever the version moved).
+    if (!this.broadcastsDeferred()) this.heartbeatNow()
   }
 
   private selfMember (): Member {

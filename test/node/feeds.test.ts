@@ -235,3 +235,31 @@ test('a quiet feed sends after batchMs; a busy one at most once per minGapMs, no
   assert.deepEqual(sent[2], { at: 10_640, to: 4, ids: ['d'] })
   feeds.stop()
 })
+
+test('deferred (a large cluster), changes wait for flush() whatever the timers; back to timers when it is not', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: 10_000 })
+  const sent: Array<{ from: number, to: number, ids: string[] }> = []
+  let deferred = true
+  const feeds = new Feeds({
+    selfId: 'owner',
+    clock: () => Date.now(),
+    publish: delta => { sent.push({ from: delta.from, to: delta.to, ids: delta.upserts.map(r => r.id) }) },
+    fetchSnapshot: async () => { throw new Error('not used') },
+    emit: () => {},
+    onError: err => { throw err }
+  }, { batchMs: 20, minGapMs: 100, deferred: () => deferred, maxDeltaBytes: 64 * 1024, graceMs: 500 })
+  const vms = feeds.feed<Row>('vms')
+  vms.set({ id: 'a', state: 'creating' })
+  vms.set({ id: 'b', state: 'creating' })
+  t.mock.timers.tick(10_000)
+  assert.deepEqual(sent, [], 'no timer sends a deferred change')
+  assert.deepEqual(feeds.cursors().vms?.[1], 0, 'and the heartbeat does not advertise it yet')
+  feeds.flush()
+  assert.deepEqual(sent, [{ from: 0, to: 2, ids: ['a', 'b'] }])
+  assert.deepEqual(feeds.cursors().vms?.[1], 2)
+  deferred = false
+  vms.set({ id: 'c', state: 'creating' })
+  t.mock.timers.tick(100)
+  assert.deepEqual(sent[1], { from: 2, to: 3, ids: ['c'] })
+  feeds.stop()
+})

@@ -445,6 +445,11 @@ export class ClusterVms extends EventTarget implements VmService {
     const placedOn = this.placedOn.get(id)
     const recent = placedOn != null ? this.c.mesh.member(placedOn) : undefined
     if (recent != null && recent.status !== 'dead') return { local: false, member: recent }
+    // Placed through another gateway lately: the leader knows where, one question instead of one
+    // to every node (in a large cluster a host's VM list reaches the others a heartbeat later).
+    const told = await this.askLeaderWhere(id)
+    if (told === 'self') return { local: true }
+    if (told != null) return { local: false, member: told }
     const asked = remote.filter(m => m.status !== 'dead').map(async member => {
       await this.c.mesh.request(member.peerId, VM_RPC.get, { id }, { timeoutMs: LOOKUP_TIMEOUT_MS })
       return member
@@ -454,6 +459,19 @@ export class ClusterVms extends EventTarget implements VmService {
     } catch {
       throw new VmNotFoundError(`no VM with id ${id} on any host of the cluster; GET /api/v1/vms lists the VMs that exist`, { id })
     }
+  }
+
+  private async askLeaderWhere (id: string): Promise<Member | 'self' | undefined> {
+    const leader = this.c.election.leader()
+    if (leader == null) return undefined
+    const self = this.c.mesh.self().peerId
+    const peerId = leader.peerId === self
+      ? this.c.scheduler.where(id)
+      : (await this.c.mesh.request<{ peerId: string | null }>(leader.peerId, SCHED_RPC.where, { id }, { timeoutMs: LOOKUP_TIMEOUT_MS }).catch(() => undefined))?.peerId
+    if (peerId == null) return undefined
+    if (peerId === self) return this.c.host.has(id) ? 'self' : undefined
+    const member = this.c.mesh.member(peerId)
+    return member != null && member.status !== 'dead' ? member : undefined
   }
 
   private async call<T> (member: Member, method: string, body: unknown): Promise<T> {

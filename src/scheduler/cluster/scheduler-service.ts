@@ -12,6 +12,7 @@ import type { StatePublisher } from './state-publisher.ts'
 export const SCHED_RPC = {
   submit: 'sched.submit',
   cancel: 'sched.cancel',
+  where: 'sched.where',
   admit: 'host.admit'
 } as const
 
@@ -101,6 +102,7 @@ export class SchedulerService {
       await this.admitting.get(String(id))
       return { cancelled: true, placed: this.placed.has(String(id)) }
     })
+    this.c.mesh.handleRpc<{ id: string }>(SCHED_RPC.where, ({ id }) => ({ peerId: this.where(String(id)) ?? null }))
     this.c.mesh.on('member:update', this.onMember)
     this.c.election.addEventListener('leader', this.onLeader)
     this.timer = setInterval(this.onMember, RETRY_EVERY_MS)
@@ -112,6 +114,7 @@ export class SchedulerService {
     this.c.election.removeEventListener('leader', this.onLeader)
     this.c.mesh.unhandleRpc(SCHED_RPC.submit)
     this.c.mesh.unhandleRpc(SCHED_RPC.cancel)
+    this.c.mesh.unhandleRpc(SCHED_RPC.where)
   }
 
   /**
@@ -160,6 +163,11 @@ export class SchedulerService {
     if (rejected != null) return { outcome: 'rejected', ...rejected }
     const entry = this.queue.get(pending.id)
     return { outcome: 'queued', position: this.position(pending.id), reason: entry?.reason ?? 'waiting for capacity' }
+  }
+
+  /** The host this leader placed a request on (its last 10,000), for a gateway looking for the VM. */
+  where (id: string): string | undefined {
+    return this.placed.get(id)?.peerId
   }
 
   private position (id: string): number {
