@@ -112,7 +112,7 @@ class ChannelServer {
       }, frame.id))
       return
     }
-    void this.run(frame)
+    this.run(frame).catch((err: unknown) => { this.init.log.warn({ err, caller: this.init.caller }, 'an rpc channel call failed outside its handler') })
   }
 
   private async run (frame: Extract<RpcChannelRequestFrame, { t: 'req' }>): Promise<void> {
