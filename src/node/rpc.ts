@@ -41,6 +41,8 @@ const CLOSE_TIMEOUT_MS = 5000
 const CHANNEL_OPEN_TIMEOUT_MS = 10_000
 /** A peer found without rpc channels is asked again after this long (it may have been upgraded). */
 const LEGACY_RETRY_MS = 60_000
+/** setTimeout fires at once for longer delays. */
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 export interface RpcServiceInit {
   selfId: string
@@ -227,7 +229,7 @@ export class RpcService {
       const timer = setTimeout(() => {
         channel.cancel(id)
         settle(this.callError(undefined, info, true, 'no answer'))
-      }, remainingMs)
+      }, Math.min(remainingMs, MAX_TIMER_MS))
       const onAbort = (): void => {
         channel.cancel(id)
         settle(this.callError(undefined, info, false, 'aborted'))
