@@ -60,15 +60,6 @@ export class RpcChannel {
     stream.addEventListener('close', this.onClose)
   }
 
-  /** Calls waiting for an answer. */
-  get inFlight (): number {
-    return this.calls.size
-  }
-
-  get isClosed (): boolean {
-    return this.closed
-  }
-
   /** Send a call's encoded 'req' frame; exactly one of `call`'s callbacks runs later (never before this returns). */
   call (id: number, request: Uint8Array, call: ChannelCall): void {
     if (this.closed || !this.writer.write(request)) {
