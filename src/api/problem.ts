@@ -45,6 +45,8 @@ const statusByName: Record<string, number> = {
   RpcMethodNotFoundError: 502,
   RpcProtocolError: 502,
   RpcTimeoutError: 504,
+  // A node already ran as many calls from this one as an rpc channel allows; nothing ran, retry.
+  RpcBusyError: 503,
   DriverUnavailableError: 503,
   ExecTimeoutError: 504,
   CatalogRequestError: 400,

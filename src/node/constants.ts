@@ -1,6 +1,8 @@
 /** Wire names. Bump the version part when a message shape changes incompatibly. */
 export const SYNC_PROTOCOL = '/corral/sync/1.0.0'
 export const RPC_PROTOCOL = '/corral/rpc/1.0.0'
+/** Unary rpc calls: one long-lived stream per peer and direction, calls multiplexed by id (rpc-channel.ts). */
+export const RPC_MUX_PROTOCOL = '/corral/rpc-mux/1.0.0'
 export const HEARTBEAT_TOPIC = 'corral/heartbeat/1'
 export const RECORDS_TOPIC = 'corral/records/1'
 export const FEEDS_TOPIC = 'corral/feeds/1'
@@ -38,6 +40,8 @@ export const MAX_SYNC_RECORDS = 200_000
 export const MAX_RPC_FRAME_BYTES = 1024 * 1024
 /** Frames one streaming response may send; guards a client against an endless stream. */
 export const MAX_RPC_STREAM_FRAMES = 1_000_000
+/** Unary calls one channel runs at once on the callee; more are answered with RpcBusyError. */
+export const MAX_RPC_CALLS_IN_FLIGHT = 256
 /** Method names. */
 export const MAX_METHOD_LENGTH = 128
 

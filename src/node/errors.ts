@@ -53,6 +53,19 @@ export class RpcRemoteError extends CorralError {
   override name = 'RpcRemoteError'
 }
 
+/**
+ * The callee already runs as many unary calls from this node as one rpc channel allows
+ * (MAX_RPC_CALLS_IN_FLIGHT): nothing was run. Retry later, or send fewer calls at once.
+ */
+export class RpcBusyError extends CorralError {
+  override name = 'RpcBusyError'
+}
+
+/** A handler called through request() (one answer) tried to send frames: it must be called with requestStream(). */
+export class RpcStreamRequiredError extends CorralError {
+  override name = 'RpcStreamRequiredError'
+}
+
 /** The peer answered with frames that break the protocol (malformed, oversized, out of order). */
 export class RpcProtocolError extends CorralError {
   override name = 'RpcProtocolError'

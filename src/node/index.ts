@@ -7,7 +7,7 @@ export { generateClusterKey, normalizeClusterKey, encodeJoinToken, decodeJoinTok
 export type { JoinToken } from './cluster-key.ts'
 export { compareTimestamps } from './hlc.ts'
 export { heartbeatInterval } from './membership.ts'
-export { SYNC_PROTOCOL, RPC_PROTOCOL, HEARTBEAT_TOPIC, RECORDS_TOPIC } from './constants.ts'
+export { SYNC_PROTOCOL, RPC_PROTOCOL, RPC_MUX_PROTOCOL, HEARTBEAT_TOPIC, RECORDS_TOPIC } from './constants.ts'
 export * from './errors.ts'
 export type * from './types.ts'
 export type { Feed, FeedChange, FeedRow } from './feeds.ts'

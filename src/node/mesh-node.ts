@@ -24,7 +24,7 @@ import { streamDuplex } from './byte-stream.ts'
 import { clusterKeySecret } from './cluster-key.ts'
 import {
   DEFAULTS, FEED_SNAPSHOT_METHOD, MEMBERS_METHOD, FEEDS_TOPIC, HEARTBEAT_TOPIC, MAX_FEED_DELTA_BYTES, MAX_GOSSIP_RPC_BYTES, MAX_HEARTBEAT_BYTES,
-  MAX_RECORDS_MESSAGE_BYTES, MAX_RPC_FRAME_BYTES, RECORDS_TOPIC, RPC_PROTOCOL, SYNC_PROTOCOL
+  MAX_RECORDS_MESSAGE_BYTES, MAX_RPC_FRAME_BYTES, RECORDS_TOPIC, RPC_MUX_PROTOCOL, RPC_PROTOCOL, SYNC_PROTOCOL
 } from './constants.ts'
 import { Feeds, type Feed, type FeedDelta, type FeedRow, type FeedSnapshot } from './feeds.ts'
 import { SafeEmitter } from './emitter.ts'
@@ -261,6 +261,8 @@ class MeshNodeImpl implements MeshNode {
       // The protocol name goes out with the request itself: one round trip less per call (every
       // node serves the rpc protocol, so the optimism costs nothing).
       dialProtocol: async (id, signal) => await this.libp2p.dialProtocol(peerIdFromString(id), RPC_PROTOCOL, { signal, negotiateFully: false }),
+      // Once per channel. A peer without channels (an older corral) fails the negotiation and is called as above.
+      dialChannel: async (id, signal) => await this.libp2p.dialProtocol(peerIdFromString(id), RPC_MUX_PROTOCOL, { signal }),
       lifecycle: () => this.lifecycle?.signal
     })
     this.bootstrap = new BootstrapDialer({
@@ -345,6 +347,8 @@ class MeshNodeImpl implements MeshNode {
     const node = this.libp2p
     await node.handle(SYNC_PROTOCOL, (stream, connection) => this.onSyncStream(stream, connection), { maxInboundStreams: 2, maxOutboundStreams: 2 })
     await node.handle(RPC_PROTOCOL, (stream, connection) => this.rpc.onStream(stream, connection), { maxInboundStreams: 256, maxOutboundStreams: 256 })
+    // One channel per peer and direction; a few more let a replacement open while a dying one closes.
+    await node.handle(RPC_MUX_PROTOCOL, (stream, connection) => { this.rpc.onChannel(stream, connection) }, { maxInboundStreams: 4, maxOutboundStreams: 4 })
     const pubsub = node.services.pubsub
     pubsub.topicValidators.set(HEARTBEAT_TOPIC, (_peer, msg) => this.validateGossip(HEARTBEAT_TOPIC, msg))
     pubsub.topicValidators.set(RECORDS_TOPIC, (_peer, msg) => this.validateGossip(RECORDS_TOPIC, msg))

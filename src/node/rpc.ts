@@ -1,32 +1,48 @@
 /**
- * Request/response between nodes over /corral/rpc/1.0.0, so any node can forward an API call to
- * the node that owns the resource. One stream per call, length-prefixed JSON frames:
+ * Request/response between nodes, so any node can forward an API call to the node that owns the
+ * resource. Two protocols:
  *
- *   caller -> callee: { t: 'req', method, body }
- *   callee -> caller: { t: 'data', body }*  then  { t: 'end', ok: true, body } | { t: 'end', ok: false, error }
+ * - Unary calls (request()) to another node go over that peer's rpc channel, one long-lived stream
+ *   of RPC_MUX_PROTOCOL that carries every call by id (rpc-channel.ts, rpc-channel-server.ts).
+ *   A peer without it (an older corral) is called as below.
+ * - Streaming calls (requestStream()) take one stream of /corral/rpc/1.0.0 each, length-prefixed
+ *   JSON frames, with the stream's own backpressure per call:
  *
- * Every failure becomes a typed error: a dead, unknown or vanished callee is PeerUnavailableError
- * naming the node, never a hang (each wait is bounded by a timeout).
+ *     caller -> callee: { t: 'req', method, body }
+ *     callee -> caller: { t: 'data', body }*  then  { t: 'end', ok: true, body } | { t: 'end', ok: false, error }
+ *
+ * Calls to this node itself run in-process with the same semantics. Every failure becomes a typed
+ * error: a dead, unknown or vanished callee is PeerUnavailableError naming the node, never a hang
+ * (each wait is bounded by a timeout).
  */
 import { lpStream } from '@libp2p/utils'
 import type { LengthPrefixedStream } from '@libp2p/utils'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { Logger } from 'pino'
-import { MAX_RPC_FRAME_BYTES, MAX_RPC_STREAM_FRAMES } from './constants.ts'
+import { MAX_RPC_CALLS_IN_FLIGHT, MAX_RPC_FRAME_BYTES, MAX_RPC_STREAM_FRAMES } from './constants.ts'
 import {
-  MeshNotRunningError, PeerUnavailableError, RpcAbortedError, RpcBodyTooLargeError, RpcMethodNotFoundError,
-  RpcProtocolError, RpcRemoteError, RpcTimeoutError
+  MeshNotRunningError, PeerUnavailableError, RpcAbortedError, RpcProtocolError, RpcTimeoutError
 } from './errors.ts'
 import type { MeshCounters } from './metrics.ts'
+import { RpcChannels } from './rpc-channel.ts'
+import type { RpcChannel } from './rpc-channel.ts'
+import { serveChannel } from './rpc-channel-server.ts'
+import { encodeFrame, remoteError, runHandler, streamRequired } from './rpc-outcome.ts'
 import { lengthErrorReason } from './sync.ts'
 import type { RequestOptions, RpcContext, RpcHandler } from './types.ts'
 import { decodeRpcRequest, decodeRpcResponse, encodeJson } from './wire.ts'
-import type { RpcErrorBody, RpcResponseFrame } from './wire.ts'
+import type { RpcResponseFrame } from './wire.ts'
 
 /** How long a callee waits for the request frame after the stream opens. */
 const REQUEST_READ_TIMEOUT_MS = 10_000
 /** How long a callee waits for its last frame to flush before resetting the stream. */
 const CLOSE_TIMEOUT_MS = 5000
+/** Bounds the opening of an rpc channel (a dial, if there is no connection yet, and a protocol negotiation). */
+const CHANNEL_OPEN_TIMEOUT_MS = 10_000
+/** A peer found without rpc channels is asked again after this long (it may have been upgraded). */
+const LEGACY_RETRY_MS = 60_000
+/** setTimeout fires at once for longer delays. */
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 export interface RpcServiceInit {
   selfId: string
@@ -38,8 +54,19 @@ export interface RpcServiceInit {
   /** 'dead' and 'unknown' peers are refused before any dial. */
   reachability: (peerId: string) => 'reachable' | 'dead' | 'unknown'
   dialProtocol: (peerId: string, signal: AbortSignal) => Promise<Stream>
+  /** Opens an rpc channel: a stream of RPC_MUX_PROTOCOL, negotiated in full (see rpc-channel.ts). */
+  dialChannel: (peerId: string, signal: AbortSignal) => Promise<Stream>
   /** Aborted when the node stops. */
   lifecycle: () => AbortSignal | undefined
+}
+
+/** What a failure of one call is judged by. */
+interface CallInfo {
+  peerId: string
+  method: string
+  timeoutMs: number
+  options: RequestOptions
+  lifecycle: AbortSignal
 }
 
 /** Where the frames of one call come from: a remote stream, or a handler run in-process. */
@@ -51,9 +78,22 @@ interface FrameSource {
 export class RpcService {
   private readonly handlers = new Map<string, RpcHandler<any, any>>()
   private readonly init: RpcServiceInit
+  private readonly channels: RpcChannels
+  /** Ids of this node's calls on its channels; unique per node, so per channel too. */
+  private nextCallId = 0
 
   constructor (init: RpcServiceInit) {
     this.init = init
+    this.channels = new RpcChannels({
+      counters: init.counters,
+      log: init.log,
+      describe: init.describe,
+      dial: init.dialChannel,
+      lifecycle: init.lifecycle,
+      openTimeoutMs: CHANNEL_OPEN_TIMEOUT_MS,
+      legacyRetryMs: LEGACY_RETRY_MS,
+      clock: Date.now
+    })
   }
 
   handle (method: string, handler: RpcHandler<any, any>): void {
@@ -65,18 +105,27 @@ export class RpcService {
   }
 
   async request<Res> (peerId: string, method: string, body: unknown, options: RequestOptions = {}): Promise<Res> {
-    const calls = this.call(peerId, method, body, options, false)
-    for (;;) {
-      const step = await calls.next()
-      if (step.done === true) return step.value as Res
-    }
+    if (peerId === this.init.selfId) return await lastValue<Res>(this.call(peerId, method, body, options, false))
+    return await this.unary<Res>(peerId, method, body, options)
   }
 
   requestStream<Frame, Res> (peerId: string, method: string, body: unknown, options: RequestOptions = {}): AsyncGenerator<Frame, Res, undefined> {
     return this.call(peerId, method, body, options, true) as AsyncGenerator<Frame, Res, undefined>
   }
 
-  /** The callee side: one stream, one request. Never throws; bad input is counted and dropped. */
+  /** The callee side of an rpc channel: many unary calls on one stream (rpc-channel-server.ts). */
+  onChannel (stream: Stream, connection: Connection): void {
+    serveChannel(stream, {
+      caller: connection.remotePeer.toString(),
+      handler: method => this.handlers.get(method),
+      counters: this.init.counters,
+      log: this.init.log,
+      lifecycle: this.init.lifecycle(),
+      maxInFlight: MAX_RPC_CALLS_IN_FLIGHT
+    })
+  }
+
+  /** The callee side of a streaming call: one stream, one request. Never throws; bad input is counted and dropped. */
   async onStream (stream: Stream, connection: Connection): Promise<void> {
     const caller = connection.remotePeer.toString()
     const lp = lpStream(stream, { maxDataLength: MAX_RPC_FRAME_BYTES })
@@ -133,11 +182,105 @@ export class RpcService {
     }
   }
 
-  private async * call (peerId: string, method: string, body: unknown, options: RequestOptions, perFrame: boolean): AsyncGenerator<unknown, unknown, undefined> {
+  /**
+   * A unary call to another node over its rpc channel. The fast path (a channel is open) costs one
+   * frame each way, a timer and a map entry: no stream, no AbortSignal.any.
+   */
+  private async unary<Res> (peerId: string, method: string, body: unknown, options: RequestOptions): Promise<Res> {
+    const lifecycle = this.running()
+    if (options.signal?.aborted === true) throw new RpcAbortedError(`the request ${method} to ${this.init.describe(peerId)} was aborted before it started`)
+    this.checkReachable(peerId, method)
+    const timeoutMs = options.timeoutMs ?? this.init.defaultTimeoutMs
+    const info: CallInfo = { peerId, method, timeoutMs, options, lifecycle }
+    const id = this.nextCallId++
+    const request = encodeFrame({ t: 'req', id, method, body }, method)
+    let channel = this.channels.get(peerId)
+    let remainingMs = timeoutMs
+    if (channel === undefined) {
+      const started = performance.now()
+      const timeout = AbortSignal.timeout(timeoutMs)
+      const parts = [timeout, lifecycle]
+      if (options.signal !== undefined) parts.push(options.signal)
+      let acquired
+      try {
+        acquired = await this.channels.acquire(peerId, AbortSignal.any(parts))
+      } catch (err) {
+        throw this.callError(err, info, timeout.aborted, 'could not open an rpc channel')
+      }
+      if (acquired === 'legacy') return await lastValue<Res>(this.call(peerId, method, body, { ...options, timeoutMs }, false))
+      channel = acquired
+      remainingMs = Math.max(1, timeoutMs - (performance.now() - started))
+    }
+    return await this.callOnChannel<Res>(channel, id, request, info, remainingMs)
+  }
+
+  private async callOnChannel<Res> (channel: RpcChannel, id: number, request: Uint8Array, info: CallInfo, remainingMs: number): Promise<Res> {
+    const { options, method } = info
+    return await new Promise<Res>((resolve, reject) => {
+      let settled = false
+      const settle = (err: Error | undefined, value?: unknown): void => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        options.signal?.removeEventListener('abort', onAbort)
+        if (err === undefined) resolve(value as Res)
+        else reject(err)
+      }
+      const timer = setTimeout(() => {
+        channel.cancel(id)
+        settle(this.callError(undefined, info, true, 'no answer'))
+      }, Math.min(remainingMs, MAX_TIMER_MS))
+      const onAbort = (): void => {
+        channel.cancel(id)
+        settle(this.callError(undefined, info, false, 'aborted'))
+      }
+      options.signal?.addEventListener('abort', onAbort, { once: true })
+      channel.call(id, request, {
+        onEnd: frame => {
+          if (frame.ok) settle(undefined, frame.body)
+          else settle(remoteError(frame.error, this.init.describe(info.peerId), method))
+        },
+        onLost: err => { settle(this.callError(err, info, false, 'connection lost')) }
+      })
+    })
+  }
+
+  /** The lifecycle signal of a running node; MeshNotRunningError otherwise. */
+  private running (): AbortSignal {
     const lifecycle = this.init.lifecycle()
     if (lifecycle === undefined || lifecycle.aborted) throw new MeshNotRunningError('The mesh node is not running; start it before sending requests.')
+    return lifecycle
+  }
+
+  /** 'dead' and 'unknown' peers are refused before any dial. */
+  private checkReachable (peerId: string, method: string): void {
+    const reach = this.init.reachability(peerId)
+    if (reach !== 'reachable') {
+      throw new PeerUnavailableError(reach === 'dead'
+        ? `${this.init.describe(peerId)} is unavailable: the mesh considers it dead (no heartbeat for a while).`
+        : `no node with peer id ${peerId} is known to this node; check the id against the member list.`, { peerId, method })
+    }
+  }
+
+  /** The typed error for a call that failed: the caller's abort, the node's stop and the timeout come first. */
+  private callError (err: unknown, info: CallInfo, timedOut: boolean, phase: string): Error {
+    const { peerId, method, timeoutMs, options, lifecycle } = info
+    if (options.signal?.aborted === true) return new RpcAbortedError(`the request ${method} to ${this.init.describe(peerId)} was aborted`)
+    if (lifecycle.aborted) return new MeshNotRunningError(`the mesh node stopped during the request ${method}`)
+    if (timedOut) {
+      return new RpcTimeoutError(`${this.init.describe(peerId)} did not answer ${method} within ${timeoutMs} ms; it may be overloaded or cut off.`,
+        { peerId, method, timeoutMs })
+    }
+    if (err instanceof RpcProtocolError) return err
+    return new PeerUnavailableError(`${this.init.describe(peerId)} is unavailable (${phase}: ${(err as Error)?.message ?? String(err)}); ` +
+      'it may have stopped or be unreachable from this node.', { peerId, method }, { cause: err })
+  }
+
+  private async * call (peerId: string, method: string, body: unknown, options: RequestOptions, perFrame: boolean): AsyncGenerator<unknown, unknown, undefined> {
+    const lifecycle = this.running()
     if (options.signal?.aborted === true) throw new RpcAbortedError(`the request ${method} to ${this.init.describe(peerId)} was aborted before it started`)
     const timeoutMs = options.timeoutMs ?? this.init.defaultTimeoutMs
+    const info: CallInfo = { peerId, method, timeoutMs, options, lifecycle }
     const request = encodeFrame({ t: 'req', method, body }, method)
     const whole = perFrame ? undefined : AbortSignal.timeout(timeoutMs)
     const signalFor = (): { signal: AbortSignal, timeout: AbortSignal } => {
@@ -146,28 +289,13 @@ export class RpcService {
       if (options.signal !== undefined) parts.push(options.signal)
       return { signal: AbortSignal.any(parts), timeout }
     }
-    const fail = (err: unknown, timeout: AbortSignal, phase: string): Error => {
-      if (options.signal?.aborted === true) return new RpcAbortedError(`the request ${method} to ${this.init.describe(peerId)} was aborted`)
-      if (lifecycle.aborted) return new MeshNotRunningError(`the mesh node stopped during the request ${method}`)
-      if (timeout.aborted) {
-        return new RpcTimeoutError(`${this.init.describe(peerId)} did not answer ${method} within ${timeoutMs} ms; it may be overloaded or cut off.`,
-          { peerId, method, timeoutMs })
-      }
-      if (err instanceof RpcProtocolError) return err
-      return new PeerUnavailableError(`${this.init.describe(peerId)} is unavailable (${phase}: ${(err as Error)?.message ?? String(err)}); ` +
-        'it may have stopped or be unreachable from this node.', { peerId, method }, { cause: err })
-    }
+    const fail = (err: unknown, timeout: AbortSignal, phase: string): Error => this.callError(err, info, timeout.aborted, phase)
 
     let source: FrameSource
     if (peerId === this.init.selfId) {
-      source = this.localSource(method, body)
+      source = this.localSource(method, body, perFrame)
     } else {
-      const reach = this.init.reachability(peerId)
-      if (reach !== 'reachable') {
-        throw new PeerUnavailableError(reach === 'dead'
-          ? `${this.init.describe(peerId)} is unavailable: the mesh considers it dead (no heartbeat for a while).`
-          : `no node with peer id ${peerId} is known to this node; check the id against the member list.`, { peerId, method })
-      }
+      this.checkReachable(peerId, method)
       const { signal, timeout } = signalFor()
       let stream: Stream
       try {
@@ -244,7 +372,7 @@ export class RpcService {
    * A call to this node runs the handler in-process but keeps remote semantics (JSON copies of
    * body and frames, errors as RpcRemoteError), so callers need not care where a resource lives.
    */
-  private localSource (method: string, body: unknown): FrameSource {
+  private localSource (method: string, body: unknown, perFrame: boolean): FrameSource {
     const handler = this.handlers.get(method)
     const queue: Array<{ frame: RpcResponseFrame, taken?: () => void }> = []
     let wake: (() => void) | undefined
@@ -262,6 +390,7 @@ export class RpcService {
         peerId: this.init.selfId,
         signal,
         send: async (frame: unknown) => {
+          if (!perFrame) throw streamRequired(method)
           if (signal.aborted) throw new RpcAbortedError(`the caller of ${method} went away; stop sending`)
           const copy = jsonCopy(frame)
           await new Promise<void>((resolve, reject) => {
@@ -304,44 +433,12 @@ export class RpcService {
   }
 }
 
-/** Run a handler and encode its outcome as the end frame (an error frame if it threw). */
-async function runHandler (handler: RpcHandler<any, any>, body: unknown, ctx: RpcContext, method: string): Promise<Uint8Array> {
-  try {
-    const result: unknown = await handler(body, ctx)
-    return encodeFrame({ t: 'end', ok: true, body: result }, method)
-  } catch (err) {
-    return encodeJson({ t: 'end', ok: false, error: serializeError(err) })
+/** Drain a call's frames (a unary call has none) and return its answer. */
+async function lastValue<Res> (calls: AsyncGenerator<unknown, unknown, undefined>): Promise<Res> {
+  for (;;) {
+    const step = await calls.next()
+    if (step.done === true) return step.value as Res
   }
-}
-
-function encodeFrame (frame: object, method: string): Uint8Array {
-  const bytes = encodeJson(frame)
-  if (bytes.byteLength > MAX_RPC_FRAME_BYTES) {
-    throw new RpcBodyTooLargeError(`A frame of ${method} is ${bytes.byteLength} bytes, over the ${MAX_RPC_FRAME_BYTES}-byte limit; ` +
-      'split it into several frames with a streaming call.', { method, size: bytes.byteLength })
-  }
-  return bytes
-}
-
-function serializeError (err: unknown): RpcErrorBody {
-  const e = err as { name?: unknown, message?: unknown, details?: unknown }
-  const out: RpcErrorBody = {
-    name: typeof e?.name === 'string' ? e.name.slice(0, 128) : 'Error',
-    message: (typeof e?.message === 'string' ? e.message : String(err)).slice(0, 8192)
-  }
-  if (e?.details !== null && typeof e?.details === 'object' && !Array.isArray(e.details)) {
-    try {
-      out.details = JSON.parse(JSON.stringify(e.details)) as Record<string, unknown>
-    } catch {}
-  }
-  return out
-}
-
-function remoteError (error: RpcErrorBody, node: string, method: string): Error {
-  if (error.name === 'RpcMethodNotFoundError') {
-    return new RpcMethodNotFoundError(`${node} has no handler for ${method}; it may run another corral version.`, { method })
-  }
-  return new RpcRemoteError(`${node} failed ${method}: ${error.message}`, { method, remote: error })
 }
 
 function jsonCopy (value: unknown): unknown {

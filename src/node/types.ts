@@ -286,8 +286,9 @@ export interface MeshNode {
   /**
    * Call a method on a node (this one included). Rejects with PeerUnavailableError (naming the
    * node) when it is dead, unknown, unreachable or goes away mid-call; RpcTimeoutError,
-   * RpcAbortedError, RpcMethodNotFoundError, RpcRemoteError, RpcProtocolError otherwise.
-   * Frames a streaming handler sends are discarded.
+   * RpcAbortedError, RpcMethodNotFoundError, RpcRemoteError, RpcProtocolError otherwise, and
+   * RpcBusyError when the node already runs as many calls from this one as it accepts (nothing ran).
+   * A handler that sends frames (ctx.send) gets RpcStreamRequiredError: call it with requestStream().
    */
   request: <Res = unknown>(peerId: string, method: string, body: unknown, options?: RequestOptions) => Promise<Res>
   /**

@@ -115,6 +115,23 @@ export const RpcResponseSchema = Type.Union([
 ])
 export type RpcResponseFrame = Static<typeof RpcResponseSchema>
 
+/** A call's id on an rpc channel: chosen by the caller, unique among its calls in flight. */
+const CallId = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
+
+/** Caller -> callee on an rpc channel (RPC_MUX_PROTOCOL): a call, or the end of the caller's interest in one. */
+export const RpcChannelRequestSchema = Type.Union([
+  Type.Object({ t: Type.Literal('req'), id: CallId, method: Method, body: Type.Optional(Type.Unknown()) }, { additionalProperties: false }),
+  Type.Object({ t: Type.Literal('cancel'), id: CallId }, { additionalProperties: false })
+])
+export type RpcChannelRequestFrame = Static<typeof RpcChannelRequestSchema>
+
+/** Callee -> caller on an rpc channel: a call's one answer. Unary calls have no 'data' frames. */
+export const RpcChannelResponseSchema = Type.Union([
+  Type.Object({ t: Type.Literal('end'), id: CallId, ok: Type.Literal(true), body: Type.Optional(Type.Unknown()) }, { additionalProperties: false }),
+  Type.Object({ t: Type.Literal('end'), id: CallId, ok: Type.Literal(false), error: RpcErrorSchema }, { additionalProperties: false })
+])
+export type RpcChannelResponseFrame = Static<typeof RpcChannelResponseSchema>
+
 /** A checker for one schema: the typed value, or why it was refused. */
 export type Decoder<T> = (bytes: Uint8Array, maxBytes: number) => { ok: true, value: T } | { ok: false, reason: DropReason }
 
@@ -166,6 +183,8 @@ export const decodeFeedDelta = decoder(FeedDeltaSchema)
 export const decodeSyncFrame = decoder(SyncFrameSchema)
 export const decodeRpcRequest = decoder(RpcRequestSchema)
 export const decodeRpcResponse = decoder(RpcResponseSchema)
+export const decodeRpcChannelRequest = decoder(RpcChannelRequestSchema)
+export const decodeRpcChannelResponse = decoder(RpcChannelResponseSchema)
 
 export function encodeJson (value: unknown): Uint8Array {
   return textEncoder.encode(JSON.stringify(value))
