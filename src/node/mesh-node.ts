@@ -258,8 +258,9 @@ class MeshNodeImpl implements MeshNode {
       defaultTimeoutMs: init.rpcTimeoutMs,
       describe: id => this.describe(id),
       reachability: id => this.reachability(id),
-      // The protocol name goes out with the request itself: one round trip less per call (every
-      // node serves the rpc protocol, so the optimism costs nothing).
+      // Streaming calls only (unary ones share a channel). negotiateFully: false asks for the
+      // protocol name to go out with the request, a round trip less; the multistream-select of
+      // this libp2p version negotiates in full anyway, so it costs nothing and may help later.
       dialProtocol: async (id, signal) => await this.libp2p.dialProtocol(peerIdFromString(id), RPC_PROTOCOL, { signal, negotiateFully: false }),
       // Once per channel. A peer without channels (an older corral) fails the negotiation and is called as above.
       dialChannel: async (id, signal) => await this.libp2p.dialProtocol(peerIdFromString(id), RPC_MUX_PROTOCOL, { signal }),
