@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { Driver, DriverVm, ExecResult, HostCapacity, OutputStream, PortForward } from '../../drivers/types.ts'
 import type { Store } from '../../store/types.ts'
@@ -55,7 +55,12 @@ export interface HostInfo {
 
 const COLLECTION = 'vms'
 
-export const newVmId = (): string => 'vm-' + randomBytes(6).toString('hex')
+/** 48 random bits; randomUUID draws from a cached pool, randomBytes calls into OpenSSL every time. */
+export function newVmId (): string {
+  // xxxxxxxx-xxxx-4xxx-...: the first 12 hex digits are all random.
+  const uuid = randomUUID()
+  return 'vm-' + uuid.slice(0, 8) + uuid.slice(9, 13)
+}
 
 /**
  * The host's authority over its own VMs: admits them against its capacity, drives the driver through
