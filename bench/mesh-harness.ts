@@ -18,7 +18,13 @@ export async function startMesh (count: number, env: Record<string, string>, nod
   nodes.push(await startNodeProcess({ ...env, CORRAL_NODE_NAME: 'n00' }, { readyTimeoutMs: 120_000 }))
   const token = (await call(nodes[0]!.url, 'POST', '/api/v1/auth/token', { body: { username: 'admin', password: ADMIN_PASSWORD } })).body.token as string
   const joinToken = (await call(nodes[0]!.url, 'GET', '/api/v1/cluster/join-token', { token })).body.token as string
-  const joiner = (name: string): Record<string, string> => ({ ...env, CORRAL_NODE_NAME: name, CORRAL_JOIN_TOKEN: joinToken, CORRAL_ADMIN_PASSWORD: '' })
+  // BENCH_PROFILE_NODES=N: only the N nodes after the first get BENCH_PROFILE_OPTIONS (e.g.
+  // '--cpu-prof --cpu-prof-dir=DIR'): profiling every node of a large mesh doubles its CPU and skews it.
+  const profiled = Number(process.env.BENCH_PROFILE_NODES ?? 0)
+  const joiner = (name: string): Record<string, string> => ({
+    ...env, CORRAL_NODE_NAME: name, CORRAL_JOIN_TOKEN: joinToken, CORRAL_ADMIN_PASSWORD: '',
+    ...(Number(name.slice(1)) <= profiled && process.env.BENCH_PROFILE_OPTIONS != null ? { NODE_OPTIONS: process.env.BENCH_PROFILE_OPTIONS } : {})
+  })
   for (let i = 1; i < count; i += 4) {
     const batch = Array.from({ length: Math.min(4, count - i) }, (_, k) => i + k)
     nodes.push(...await Promise.all(batch.map(async j => await startNodeProcess(joiner(`n${String(j).padStart(2, '0')}`), { readyTimeoutMs: 120_000 }))))

@@ -13,6 +13,9 @@
  *               each timed until its 201 whose body names a host (placed); median and p99.
  *   throughput: --placements POST /api/v1/vms (no ?wait), --concurrency in flight, spread over
  *               every non-leader gateway, timed until every VM is placed (state is not queued).
+ *               First --warmup (4) untimed POSTs through each gateway: a node's first requests
+ *               compile its request schemas and warm its JIT (~0.1 s of CPU each), which with 49
+ *               cold gateways was most of the CPU of a 2,000-placement run.
  *
  * All nodes share this machine's cores with the bench client, and every host gossips its VM list
  * to every other, so on a small machine the figures are bounded by the simulation as much as by
@@ -39,6 +42,7 @@ const { values } = parseArgs({
     placements: { type: 'string', default: '2000' },
     concurrency: { type: 'string', default: '64' },
     sequential: { type: 'string', default: '300' },
+    warmup: { type: 'string', default: '4' },
     'data-dir': { type: 'string', default: tmpdir() }
   }
 })
@@ -46,12 +50,13 @@ const hostCount = Math.max(2, Math.min(100, Number(values.hosts)))
 const placements = Math.max(10, Math.min(100_000, Number(values.placements)))
 const concurrency = Math.max(1, Math.min(1024, Number(values.concurrency)))
 const sequential = Math.max(10, Math.min(100_000, Number(values.sequential)))
+const warmup = Math.max(0, Math.min(100, Number(values.warmup)))
 const LIMIT_MS = Number(process.env.BENCH_LIMIT_MS ?? 600_000)
 
 const VM = { image: 'sim-ubuntu-24.04', cpus: 1, memoryMiB: 64 }
 /** Room for twice the run's VMs across the hosts: CPUs are what binpack fills (disk is plenty). The env names
  * are what src/config derives from memoryMiB and diskMiB. */
-const slots = Math.min(4096, Math.ceil(2 * (placements + sequential) / hostCount))
+const slots = Math.min(4096, Math.ceil(2 * (placements + sequential + warmup * hostCount) / hostCount))
 const sim = {
   CORRAL_SIM_CPUS: String(slots), CORRAL_SIM_MEMORY_MI_B: String(slots * VM.memoryMiB), CORRAL_SIM_DISK_MI_B: String(slots * 1024 * 1024),
   CORRAL_SIM_TIMINGS_CREATE_MS: '0', CORRAL_SIM_TIMINGS_START_MS: '0', CORRAL_SIM_TIMINGS_STOP_MS: '0', CORRAL_SIM_TIMINGS_DELETE_MS: '0',
@@ -208,6 +213,12 @@ try {
   console.log(`  request-to-placement, sequential through one non-leader gateway: median ${quantile(latencies, 0.5).toFixed(1)} ms, p99 ${quantile(latencies, 0.99).toFixed(1)} ms, max ${Math.max(...latencies).toFixed(1)} ms over ${latencies.length} placed requests${notPlaced > 0 ? ` (${notPlaced} answered queued, left out)` : ''}; node processes used ${(seqCpu / seqWall).toFixed(2)} cores meanwhile`)
 
   // ---- throughput: many in flight through every non-leader gateway ------------------------------
+  await Promise.all(gateways.map(async (gateway, g) => {
+    for (let i = 0; i < warmup; i++) {
+      const res = await createVm(gateway.url, token, { ...VM, name: `warm-${g}-${i}` })
+      if (res.status !== 201) throw new Error(`POST /api/v1/vms (warm-up) through ${gateway.url}: ${res.status} ${JSON.stringify(res.body)}`)
+    }
+  }))
   const ids: string[] = []
   const lost: string[] = []
   const queued = new Set<string>()
@@ -255,7 +266,8 @@ try {
   const cpu = await nodesCpu(nodes) - cpuBefore
   const perNode = await Promise.all(nodes.map(async (n, i) => (await cpuSeconds(n.child.pid as number)) - perNodeBefore[i]!))
   const leaderCpu = await cpuSeconds(byName.get(leader!)!.child.pid as number) - leaderCpuBefore
-  const hosts = (await get(nodes[0]!.url, '/api/v1/hosts', token)).items as Array<{ name: string, vms: { total: number } }>
+  // Each host's own figures: beyond 10 members another node's view of a host is a heartbeat old.
+  const hosts = await Promise.all(nodes.map(async n => ((await get(n.url, '/api/v1/hosts', token)).items as Array<{ name: string, self: boolean, vms: { total: number } }>).find(h => h.self)!))
   const perHost = hosts.map(h => h.vms.total)
   const oneVm = await get(nodes[0]!.url, `/api/v1/vms/${ids[0]!}`, token)
 
