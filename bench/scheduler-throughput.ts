@@ -155,10 +155,14 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   })
 }
 /** Each node's data folder under --data-dir (startNodeProcess removes it on destroy). */
+/** BENCH_PROFILE_NODES=N: h01..hN get BENCH_PROFILE_OPTIONS (profiling all 50 would double their CPU). */
+const profiled = Number(process.env.BENCH_PROFILE_NODES ?? 0)
 const start = async (env: Record<string, string>): Promise<NodeProcess> => {
   const dataDir = await mkdtemp(join(dataBase, 'corral-bench-tp-'))
   dirs.add(dataDir)
-  return await startNodeProcess(env, { readyTimeoutMs: 120_000, dataDir })
+  const index = Number(env.CORRAL_NODE_NAME?.slice(1))
+  const profile: Record<string, string> = index >= 1 && index <= profiled && process.env.BENCH_PROFILE_OPTIONS != null ? { NODE_OPTIONS: process.env.BENCH_PROFILE_OPTIONS } : {}
+  return await startNodeProcess({ ...env, ...profile }, { readyTimeoutMs: 120_000, dataDir })
 }
 try {
   const fsyncMs = await durableWriteMs(dataBase)
@@ -240,7 +244,7 @@ try {
       ids.push(res.body.id)
       if (res.body.state === 'queued') {
         queued.add(res.body.id)
-        const why = String(res.body.stateReason ?? 'no reason').replace(/\(.*\)/, '(…)').slice(0, 90)
+        const why = String(res.body.stateReason ?? 'no reason').replace(/\(.*\)/, process.env.BENCH_DEBUG != null ? '$&' : '(…)').slice(0, process.env.BENCH_DEBUG != null ? 400 : 90)
         queuedWhy.set(why, (queuedWhy.get(why) ?? 0) + 1)
       }
     }

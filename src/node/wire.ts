@@ -136,7 +136,9 @@ export type RpcChannelResponseFrame = Static<typeof RpcChannelResponseSchema>
 export type Decoder<T> = (bytes: Uint8Array, maxBytes: number) => { ok: true, value: T } | { ok: false, reason: DropReason }
 
 // One Ajv for the module: compiled validators are pure functions and compiling is the slow part.
-const ajv = new Ajv({ allErrors: false, strict: false })
+// validateSchema: false: these are our own TypeBox schemas; checking each against JSON Schema's
+// meta-schema first cost more CPU than compiling it.
+const ajv = new Ajv({ allErrors: false, strict: false, validateSchema: false })
 
 function decoder<S extends TSchema> (schema: S): Decoder<Static<S>> {
   let validate: ValidateFunction | undefined
