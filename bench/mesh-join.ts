@@ -11,54 +11,13 @@
  * heartbeat of every other); on real hosts each node only pays for N. Use a slower heartbeat for
  * large N on a small machine (e.g. `50 5 5000`).
  */
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import { pino } from 'pino'
-import { createMeshNode, generateClusterKey } from '../src/node/index.ts'
 import type { MeshNode } from '../src/node/index.ts'
-import type { Store } from '../src/store/types.ts'
+import { removeNodeFolders, startInProcessNode } from './in-process-mesh.ts'
 
 const nodeCount = Number(process.argv[2] ?? 3)
 const runs = Number(process.argv[3] ?? 5)
 const heartbeatMs = Number(process.argv[4] ?? 1000)
-const clusterKey = generateClusterKey()
-const logger = pino({ level: 'silent' })
-const dirs: string[] = []
-
-/** The mesh only needs get/list/put/delete; the bench keeps records in a Map. */
-function memoryStore (): Store {
-  const data = new Map<string, Map<string, unknown>>()
-  return {
-    start: async () => {},
-    stop: async () => {},
-    get: <T>(c: string, id: string) => data.get(c)?.get(id) as T | undefined,
-    list: <T>(c: string) => [...(data.get(c)?.values() ?? [])] as T[],
-    put: async (c, id, v) => { if (!data.has(c)) data.set(c, new Map()); data.get(c)!.set(id, v) },
-    delete: async (c, id) => data.get(c)?.delete(id) ?? false
-  }
-}
-
-async function startNode (name: string, bootstrap: string[]): Promise<MeshNode> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'corral-bench-mesh-'))
-  dirs.push(dataDir)
-  const mesh = await createMeshNode({ logger, store: memoryStore() }, {
-    dataDir,
-    clusterKey,
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    bootstrap,
-    mdns: { enabled: false, serviceTag: 'corral-bench', intervalMs: 10_000 },
-    nodeName: name,
-    gossip: { colocationWeight: 0 },
-    allowAddresses: ['/ip4/127.0.0.1'],
-    heartbeatMs,
-    suspectAfterMs: heartbeatMs * 5,
-    deadAfterMs: heartbeatMs * 15
-  })
-  await mesh.start()
-  return mesh
-}
 
 /** Poll `check` every `everyMs` (checks are cheap single lookups, but they share the CPU with the nodes). */
 async function until (check: () => boolean, everyMs = 5, deadlineMs = 180_000): Promise<number> {
@@ -84,7 +43,7 @@ try {
   for (let i = 0; i < nodeCount; i++) {
     // Everyone bootstraps from node 0, plus one random earlier node, so node 0 is not the only hub.
     const seeds = i === 0 ? [] : [...nodes[0]!.self().multiaddrs, ...nodes[Math.floor(Math.random() * i)]!.self().multiaddrs]
-    nodes.push(await startNode(`n${i}`, seeds))
+    nodes.push(await startInProcessNode(`n${i}`, seeds, heartbeatMs))
   }
   const ids = nodes.map(n => n.self().peerId)
   // members() copies every member's state; poll it rarely.
@@ -103,7 +62,7 @@ try {
   const seesAll: number[] = []
   for (let run = 0; run < runs; run++) {
     const start = performance.now()
-    const joiner = await startNode(`joiner-${run}`, nodes[0]!.self().multiaddrs)
+    const joiner = await startInProcessNode(`joiner-${run}`, nodes[0]!.self().multiaddrs, heartbeatMs)
     const id = joiner.self().peerId
     const others = await until(() => nodes.every(n => n.member(id)?.status === 'alive'))
     seenByAll.push(Number.isNaN(others) ? Number.NaN : performance.now() - start)
@@ -134,5 +93,5 @@ try {
   console.log(`rss: ${mb(rss)} (${mb((rss - rssBefore) / nodeCount)} per node above the ${mb(rssBefore)} baseline)`)
 } finally {
   await Promise.all(nodes.map(async n => { await n.stop() }))
-  await Promise.all(dirs.map(async d => { await rm(d, { recursive: true, force: true }) }))
+  await removeNodeFolders()
 }

@@ -14,14 +14,9 @@
  * process spent per call (process.cpuUsage, user + system, both nodes together), the median of
  * --runs runs; asserts nothing. The machine is shared: compare figures from one sitting.
  */
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { pino } from 'pino'
-import { createMeshNode, generateClusterKey } from '../src/node/index.ts'
 import type { MeshNode } from '../src/node/index.ts'
-import type { Store } from '../src/store/types.ts'
+import { removeNodeFolders, startInProcessNode } from './in-process-mesh.ts'
 
 const { values } = parseArgs({
   options: {
@@ -38,41 +33,6 @@ const concurrency = Math.max(1, Math.min(4096, Number(values.concurrency)))
 const bodyBytes = Math.max(0, Math.min(512 * 1024, Number(values.body)))
 const runs = Math.max(1, Math.min(20, Number(values.runs)))
 
-const clusterKey = generateClusterKey()
-const logger = pino({ level: 'silent' })
-const dirs: string[] = []
-
-function memoryStore (): Store {
-  const data = new Map<string, Map<string, unknown>>()
-  return {
-    start: async () => {},
-    stop: async () => {},
-    get: <T>(c: string, id: string) => data.get(c)?.get(id) as T | undefined,
-    list: <T>(c: string) => [...(data.get(c)?.values() ?? [])] as T[],
-    put: async (c, id, v) => { if (!data.has(c)) data.set(c, new Map()); data.get(c)!.set(id, v) },
-    delete: async (c, id) => data.get(c)?.delete(id) ?? false
-  }
-}
-
-async function startNode (name: string, bootstrap: string[]): Promise<MeshNode> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'corral-bench-rpc-'))
-  dirs.push(dataDir)
-  const mesh = await createMeshNode({ logger, store: memoryStore() }, {
-    dataDir,
-    clusterKey,
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    bootstrap,
-    mdns: { enabled: false, serviceTag: 'corral-bench', intervalMs: 10_000 },
-    nodeName: name,
-    gossip: { colocationWeight: 0 },
-    allowAddresses: ['/ip4/127.0.0.1'],
-    heartbeatMs: 1000,
-    suspectAfterMs: 5000,
-    deadAfterMs: 15_000
-  })
-  await mesh.start()
-  return mesh
-}
 
 type Call = (i: number) => Promise<unknown>
 
@@ -97,9 +57,9 @@ const median = (xs: number[]): number => {
 
 const nodes: MeshNode[] = []
 try {
-  const a = await startNode('a', [])
+  const a = await startInProcessNode('a', [])
   nodes.push(a)
-  const b = await startNode('b', a.self().multiaddrs)
+  const b = await startInProcessNode('b', a.self().multiaddrs)
   nodes.push(b)
   const bId = b.self().peerId
   for (let i = 0; i < 600 && a.member(bId)?.status !== 'alive'; i++) await new Promise(resolve => setTimeout(resolve, 50))
@@ -129,5 +89,5 @@ try {
   }
 } finally {
   await Promise.all(nodes.map(async n => { await n.stop() }))
-  await Promise.all(dirs.map(async d => { await rm(d, { recursive: true, force: true }) }))
+  await removeNodeFolders()
 }
