@@ -132,7 +132,9 @@ export class ClusterVms extends EventTarget implements VmService {
 
   async get (id: string): Promise<VmRecord> {
     const mine = this.pending.get(id)
-    if (mine != null) return pendingAsVm(mine)
+    // Placed already, but this node has not heard the leader's answer yet (its resubmission round
+    // is still waiting on other requests): the host's record, not the stale queued copy.
+    if (mine != null && !this.placedSomewhere(id)) return pendingAsVm(mine)
     const elsewhere = this.remotePending(id)
     if (elsewhere != null) return elsewhere.vm
     let owner: Owner

@@ -125,7 +125,9 @@ export class SchedulerService {
    */
   private catchUp (): void {
     const self = this.c.mesh.self().peerId
-    const hosts = this.c.mesh.members().filter(m => m.peerId !== self && m.status !== 'dead')
+    // Alive ones only: a suspect host is most likely cut off, and asking it would hold every
+    // placement for CATCH_UP_MS (a partition's minority side); its VMs arrive when it is back.
+    const hosts = this.c.mesh.members().filter(m => m.peerId !== self && m.status === 'alive')
     const started = this.c.clock()
     const fetched = Promise.allSettled(hosts.map(async m => await this.c.publisher.vms.catchUp(m.peerId)))
     const catchingUp: Promise<void> = Promise.race([fetched, new Promise(resolve => setTimeout(resolve, CATCH_UP_MS).unref())]).then(outcomes => {
