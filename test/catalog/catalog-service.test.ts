@@ -152,8 +152,10 @@ test('neighbouring segments no peer serves are read from the provider together, 
   const b = await fx.service('b', { providers: { folder: provider }, readBytes: 32 * 1024 * 1024, concurrency: 1 })
   const local = await b.pull('guest', { user: users.ci })
   assert.ok((await readFile(join(local.path, 'base.qcow2'))).equals(await readFile(join(folder, 'base.qcow2'))))
-  // A first round (one segment per fetch slot) goes alone, in case other hosts start the same pull.
-  assert.equal(provider.gets.filter(k => k.startsWith('packs/')).length, packs.size + 1)
+  // A first round (one segment per fetch slot) goes alone, in case other hosts start the same pull;
+  // then one read per pack. When that first segment was all its pack held, that pack needs no more.
+  const reads = provider.gets.filter(k => k.startsWith('packs/')).length
+  assert.ok(reads >= packs.size && reads <= packs.size + 1, `${reads} reads of ${packs.size} packs (one per segment would be ${segmentsOf(manifest, 64 * 1024).length})`)
   assert.equal(provider.chunkBytes, manifest.storedSize)
 })
 
