@@ -21,6 +21,9 @@ function cluster (hosts: Array<{ name: string, cpus: number, labels?: Record<str
   let gossipHeld = false
   /** Hosts whose VM list the leader fetched (publisher.vms.catchUp); other VM lists are behind. */
   const fetched = new Set<string>()
+  const listeners = new Map<string, (m: unknown) => void>()
+  /** Requests the gateways still keep (asked with pending.get). */
+  const gatewayKeeps = new Set<string>()
   /** Whether admissions answer with the host's heartbeat, as real hosts do. */
   let answerWithHeartbeat = false
   const publish = (name: string): void => {
@@ -53,9 +56,14 @@ function cluster (hosts: Array<{ name: string, cpus: number, labels?: Record<str
     ],
     handleRpc: () => {},
     unhandleRpc: () => {},
-    on: () => {},
+    on: (event: string, listener: (m: unknown) => void) => { listeners.set(event, listener) },
     off: () => {},
-    request: async (peerId: string, method: string, body: { pending: PendingVm, resources: { cpus: number } }) => {
+    request: async (peerId: string, method: string, body: { pending: PendingVm, resources: { cpus: number }, id: string }) => {
+      if (method === 'pending.get') {
+        await new Promise(resolve => setImmediate(resolve))
+        if (!gatewayKeeps.has(body.id)) throw Object.assign(new Error('no queued VM'), { details: { remote: { name: 'VmNotFoundError' } } })
+        return { id: body.id, state: 'queued' }
+      }
       assert.equal(method, SCHED_RPC.admit)
       await new Promise(resolve => setImmediate(resolve))
       const h = hosts.find(x => x.name === peerId)!
@@ -104,6 +112,8 @@ function cluster (hosts: Array<{ name: string, cpus: number, labels?: Record<str
     admitted,
     refused: () => refused,
     election,
+    listeners,
+    gatewayKeeps,
     answerWithHeartbeat: () => { answerWithHeartbeat = true },
     holdGossip: (held: boolean) => { gossipHeld = held; if (!held) for (const h of hosts) publish(h.name) },
     setStatus: (name: string, s: 'alive' | 'suspect' | 'dead') => { status.set(name, s) }
@@ -186,4 +196,25 @@ test('the host\'s state in an admission\'s answer is the leader\'s view of it at
   const next = await c.scheduler.submit(c.request(1))
   assert.equal(next.outcome === 'placed' ? next.peerId : '', 'h2')
   assert.equal(c.refused(), 0, 'the leader did not send h1 a request it could not hold')
+})
+
+test('after a partition heals, a gateway\'s request is placed only if the gateway still keeps it', async () => {
+  const c = cluster([{ name: 'h1', cpus: 4 }, { name: 'h2', cpus: 4 }])
+  c.scheduler.start()
+  try {
+    // h2 (a gateway too) is back from the other side of a partition.
+    c.listeners.get('member:alive')?.({ peerId: 'h2' })
+    const stale = { ...c.request(1), gateway: 'h2' } // sent into the cut, placed there meanwhile
+    const wanted = { ...c.request(1), gateway: 'h2' }
+    c.gatewayKeeps.add(wanted.id)
+    await c.scheduler.submit(stale)
+    await c.scheduler.submit(wanted)
+    for (let i = 0; i < 20 && c.admitted.length === 0; i++) await new Promise(resolve => setImmediate(resolve))
+    assert.deepEqual(c.admitted.map(a => a.split('@')[0]), [wanted.id], 'only the request its gateway still keeps')
+    for (let i = 0; i < 10; i++) await new Promise(resolve => setImmediate(resolve))
+    assert.equal((await c.scheduler.submit(stale)).outcome, 'queued', 'the stale one is not placed on a second submit either')
+    assert.equal(c.admitted.length, 1)
+  } finally {
+    c.scheduler.stop()
+  }
 })

@@ -7,7 +7,7 @@ import type { Store } from '../../store/types.ts'
 import { InsufficientCapacityError } from '../errors.ts'
 import { place, type PlacementPolicy, type PlacementResult } from '../placement/index.ts'
 import { leaseHolder, type LeaderElection } from '../leader/leader-election.ts'
-import { pendingAsVm, queueOrder, type PendingVm, type ScheduledRequest } from './pending.ts'
+import { PENDING_RPC, pendingAsVm, queueOrder, type PendingVm, type ScheduledRequest } from './pending.ts'
 import { SCHED_RPC, type SchedulerService, type SubmitOutcome } from './scheduler-service.ts'
 import { VMS_FEED, type StatePublisher } from './state-publisher.ts'
 import { hostsSnapshot } from './snapshot.ts'
@@ -56,8 +56,8 @@ export interface ClusterVmsInit {
 export type ClusterCreateRequest = VmCreateRequest
 
 const PENDING = 'pending-vms'
-const PENDING_DELETE = 'pending.delete'
-const PENDING_GET = 'pending.get'
+const PENDING_DELETE = PENDING_RPC.delete
+const PENDING_GET = PENDING_RPC.get
 
 type Owner = { local: true } | { local: false, member: Member }
 

@@ -1,6 +1,9 @@
 import type { PlacementRequest } from '../placement/index.ts'
 import type { VmRecord } from '../host/vm-record.ts'
 
+/** What a gateway answers about the requests it keeps (src/scheduler/cluster/cluster-vms.ts). */
+export const PENDING_RPC = { get: 'pending.get', delete: 'pending.delete' } as const
+
 /** A VM request with its placement constraints, as a gateway hands it to the scheduler. */
 export interface ScheduledRequest extends PlacementRequest {
   name?: string

@@ -3,7 +3,7 @@ import type { Member, MeshNode } from '../../node/index.ts'
 import type { VmRecord } from '../host/vm-record.ts'
 import { place, type PlacementCandidate, type PlacementHost, type PlacementPolicy, type PlacementRejection, type PlacementResult, type Resources } from '../placement/index.ts'
 import type { LeaderElection } from '../leader/leader-election.ts'
-import { queueOrder, type PendingVm } from './pending.ts'
+import { PENDING_RPC, queueOrder, type PendingVm } from './pending.ts'
 import { hostsSnapshot } from './snapshot.ts'
 import { asHostState } from './published-state.ts'
 import type { Admitted } from './rpc-handlers.ts'
@@ -36,6 +36,12 @@ const RETRY_EVERY_MS = 500
 const REFUSAL_MEMORY_MS = 2_000
 /** An admitted VM's resources count against its host until the host's gossip lists it, or this long. */
 const RESERVATION_MEMORY_MS = 10_000
+/**
+ * For this long after a gateway comes back (a healed partition), its requests are confirmed with it
+ * before they are placed: a submission sent into the cut waits in TCP's retransmissions and can
+ * arrive seconds later, after the gateway had it placed on its own side.
+ */
+const CONFIRM_AFTER_REVIVAL_MS = 60_000
 /** How long a new leader waits for the hosts' VM lists before it places anything. */
 const CATCH_UP_MS = 3_000
 
@@ -72,6 +78,12 @@ export class SchedulerService {
   private timer?: NodeJS.Timeout
   private nextPass?: Promise<void>
   private readonly onMember = (): void => { if (this.queue.size > this.admitting.size) void this.drainSoon() }
+  /** Members back from suspect or dead, and when (see CONFIRM_AFTER_REVIVAL_MS). */
+  private readonly revivedAt = new Map<string, number>()
+  private readonly onRevived = (member: Member): void => { this.revivedAt.set(member.peerId, this.c.clock()) }
+  /** Requests of revived gateways: being confirmed, or confirmed still wanted. */
+  private readonly confirming = new Set<string>()
+  private readonly confirmed = new Set<string>()
   /**
    * A leader that loses the lease forgets its queue: the gateways keep every request and re-submit
    * it to the new leader, and a stale copy here would be placed a second time (or after its
@@ -104,6 +116,7 @@ export class SchedulerService {
     })
     this.c.mesh.handleRpc<{ id: string }>(SCHED_RPC.where, ({ id }) => ({ peerId: this.where(String(id)) ?? null }))
     this.c.mesh.on('member:update', this.onMember)
+    this.c.mesh.on('member:alive', this.onRevived)
     this.c.election.addEventListener('leader', this.onLeader)
     this.timer = setInterval(this.onMember, RETRY_EVERY_MS)
   }
@@ -111,6 +124,7 @@ export class SchedulerService {
   stop (): void {
     clearInterval(this.timer)
     this.c.mesh.off('member:update', this.onMember)
+    this.c.mesh.off('member:alive', this.onRevived)
     this.c.election.removeEventListener('leader', this.onLeader)
     this.c.mesh.unhandleRpc(SCHED_RPC.submit)
     this.c.mesh.unhandleRpc(SCHED_RPC.cancel)
@@ -226,6 +240,7 @@ export class SchedulerService {
         this.queue.delete(pending.id)
         continue
       }
+      if (this.unconfirmed(pending, now)) continue
       // Strict order within the queue: a request that cannot run yet holds back the ones behind it,
       // so a big high-priority VM is not starved by a stream of small ones. Those behind it are
       // still refused at once if no host could ever take them, rather than wait out their timeout.
@@ -235,6 +250,31 @@ export class SchedulerService {
       }
       if (this.placeOne(pending, hosts, now) === 'wait') blocked = true
     }
+  }
+
+  /**
+   * A request of a gateway that came back lately is placed only once the gateway says it still
+   * keeps it (CONFIRM_AFTER_REVIVAL_MS); until then the pass skips it. A gateway that no longer
+   * has it had it placed (or deleted) on its side of the partition: it leaves the queue.
+   */
+  private unconfirmed (pending: PendingVm, now: number): boolean {
+    const revived = this.revivedAt.get(pending.gateway)
+    if (revived == null || now - revived > CONFIRM_AFTER_REVIVAL_MS || this.confirmed.has(pending.id)) return false
+    if (this.confirming.has(pending.id)) return true
+    this.confirming.add(pending.id)
+    this.c.mesh.request<{ state?: string }>(pending.gateway, PENDING_RPC.get, { id: pending.id }, { timeoutMs: 5_000 })
+      .then(kept => {
+        if (kept.state === 'queued') this.confirmed.add(pending.id)
+        else this.queue.delete(pending.id)
+      }, (err: Error & { details?: { remote?: { name?: string } } }) => {
+        if (err.details?.remote?.name === 'VmNotFoundError') this.queue.delete(pending.id)
+      })
+      .finally(() => {
+        this.confirming.delete(pending.id)
+        while (this.confirmed.size > 10_000) this.confirmed.delete(this.confirmed.values().next().value as string)
+        if (this.queue.has(pending.id)) void this.drainSoon()
+      })
+    return true
   }
 
   /** The host already running this request's VM, by its VM feed (this node's own, or a replica). */
