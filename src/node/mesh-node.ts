@@ -467,15 +467,19 @@ class MeshNodeImpl implements MeshNode {
   }
 
   setLocalState (state: unknown): void {
-    const size = jsonSize(state)
-    if (size === undefined) throw new NodeStateInvalidError('The node state has no JSON form; use plain objects, arrays, strings, numbers, booleans or null.')
+    // Serialised once: every admission publishes the host's state.
+    let json: string | undefined
+    try {
+      json = JSON.stringify(state)
+    } catch {}
+    if (json === undefined) throw new NodeStateInvalidError('The node state has no JSON form; use plain objects, arrays, strings, numbers, booleans or null.')
+    // The same state again (a host publishing after an admission already did) is no news.
+    if (json === this.localStateJson) return
+    const size = Buffer.byteLength(json)
     if (size > MAX_STATE_BYTES) {
       throw new NodeStateInvalidError(`The node state is ${size} bytes of JSON, over the ${MAX_STATE_BYTES}-byte heartbeat budget; ` +
         'move bulky data into records and keep a summary in the state.', { size })
     }
-    const json = JSON.stringify(state)
-    // The same state again (a host publishing after an admission already did) is no news.
-    if (json === this.localStateJson) return
     this.localStateJson = json
     this.localState = deepFreeze(JSON.parse(json))
     this.bumpVersion()

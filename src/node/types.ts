@@ -250,12 +250,15 @@ export interface MeshNode {
   /** Every node known, this one included (`self: true`), in no particular order. */
   members: () => Member[]
   member: (peerId: string) => Member | undefined
-  /** Replace this node's opaque state; announced with the next heartbeat (sent at once). */
+  /**
+   * Replace this node's opaque state; announced with the next heartbeat (an extra one at once up to
+   * 10 members, the regular one beyond: see currentHeartbeat).
+   */
   setLocalState: (state: unknown) => void
   setApiAddress: (address: string | undefined) => void
   /**
-   * In a large cluster a changed state is broadcast only every few seconds (each broadcast costs
-   * every node); a node that needs it sooner gets it straight from its owner. This node's full
+   * Beyond 10 members a changed state is broadcast only with the node's next heartbeat (each
+   * broadcast costs every node); a node that needs it sooner gets it straight from its owner. This node's full
    * heartbeat now, state included, for the owner to hand over (in an rpc answer, say).
    */
   currentHeartbeat: () => unknown

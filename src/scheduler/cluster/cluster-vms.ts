@@ -56,8 +56,6 @@ export interface ClusterVmsInit {
 export type ClusterCreateRequest = VmCreateRequest
 
 const PENDING = 'pending-vms'
-const PENDING_DELETE = PENDING_RPC.delete
-const PENDING_GET = PENDING_RPC.get
 
 type Owner = { local: true } | { local: false, member: Member }
 
@@ -97,12 +95,12 @@ export class ClusterVms extends EventTarget implements VmService {
     this.c.host.addEventListener('vm', this.relayLocal)
     this.addEventListener('vm', this.wakeWaiters)
     this.c.mesh.on('feed:change', this.onFeed)
-    this.c.mesh.handleRpc<{ id: string }>(PENDING_GET, ({ id }) => {
+    this.c.mesh.handleRpc<{ id: string }>(PENDING_RPC.get, ({ id }) => {
       const pending = this.pending.get(String(id))
       if (pending == null) throw new VmNotFoundError(`no queued VM with id ${String(id)} on this node`, { id })
       return pendingAsVm(pending)
     })
-    this.c.mesh.handleRpc<{ id: string }>(PENDING_DELETE, async ({ id }) => {
+    this.c.mesh.handleRpc<{ id: string }>(PENDING_RPC.delete, async ({ id }) => {
       const placed = await this.deletePending(String(id))
       return { deleted: !placed, placed }
     })
@@ -111,8 +109,8 @@ export class ClusterVms extends EventTarget implements VmService {
 
   stop (): void {
     clearInterval(this.resubmitTimer)
-    this.c.mesh.unhandleRpc(PENDING_DELETE)
-    this.c.mesh.unhandleRpc(PENDING_GET)
+    this.c.mesh.unhandleRpc(PENDING_RPC.delete)
+    this.c.mesh.unhandleRpc(PENDING_RPC.get)
     this.c.host.removeEventListener('vm', this.relayLocal)
     this.removeEventListener('vm', this.wakeWaiters)
     this.c.mesh.off('feed:change', this.onFeed)
@@ -152,7 +150,7 @@ export class ClusterVms extends EventTarget implements VmService {
 
   private async askGateways (id: string): Promise<VmRecord> {
     const asked = this.remoteMembers().filter(m => m.status !== 'dead')
-      .map(async m => await this.c.mesh.request<VmRecord>(m.peerId, PENDING_GET, { id }, { timeoutMs: LOOKUP_TIMEOUT_MS }))
+      .map(async m => await this.c.mesh.request<VmRecord>(m.peerId, PENDING_RPC.get, { id }, { timeoutMs: LOOKUP_TIMEOUT_MS }))
     return await Promise.any(asked)
   }
 
@@ -370,7 +368,7 @@ export class ClusterVms extends EventTarget implements VmService {
     if (this.pending.has(id)) {
       if (!await this.deletePending(id)) return
     } else if (elsewhere != null) {
-      if ((await this.call<{ placed?: boolean }>(elsewhere.member, PENDING_DELETE, { id, caller })).placed !== true) return
+      if ((await this.call<{ placed?: boolean }>(elsewhere.member, PENDING_RPC.delete, { id, caller })).placed !== true) return
     }
     let owner: Owner
     try {
@@ -379,7 +377,7 @@ export class ClusterVms extends EventTarget implements VmService {
       if ((err as Error).name !== 'VmNotFoundError' || elsewhere != null) throw err
       // A gateway whose feed is not here yet may keep it queued (see get()).
       const withdrawn = await Promise.any(this.remoteMembers().filter(m => m.status !== 'dead')
-        .map(async m => await this.c.mesh.request<{ placed?: boolean }>(m.peerId, PENDING_DELETE, { id, caller }, { timeoutMs: LOOKUP_TIMEOUT_MS })))
+        .map(async m => await this.c.mesh.request<{ placed?: boolean }>(m.peerId, PENDING_RPC.delete, { id, caller }, { timeoutMs: LOOKUP_TIMEOUT_MS })))
         .catch(() => { throw err })
       if (withdrawn.placed !== true) return
       owner = await this.owner(id)

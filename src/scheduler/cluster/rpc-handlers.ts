@@ -64,7 +64,7 @@ export function registerVmRpc (mesh: MeshNode, host: HostAgent, logger: Logger):
 
 /**
  * A host's answer to host.admit, with the host's heartbeat as of the admission: in a large cluster
- * its state is broadcast only every few seconds, and the leader needs it fresh to place the next.
+ * its state is broadcast only with its next heartbeat, and the leader needs it fresh to place the next.
  */
 export interface Admitted { vm: VmRecord, vmsVersion: number, heartbeat?: unknown }
 

@@ -134,8 +134,8 @@ export class SchedulerService {
   /**
    * A new leader fetches every host's VM list before it places anything. The gateways re-submit
    * what the old leader had in flight, and a VM it placed a moment before it died may not have
-   * reached this node yet (a host's VM changes are broadcast in batches, every 2.5 s with 50
-   * members): placing that request again would run it twice.
+   * reached this node yet (beyond 10 members a host's VM changes ride its heartbeat, every 25 s
+   * with 50): placing that request again would run it twice.
    */
   private catchUp (): void {
     const self = this.c.mesh.self().peerId

@@ -103,8 +103,8 @@ export class StatePublisher {
   }
 
   /**
-   * In a large cluster the state is broadcast only every few seconds, and the leader would place
-   * queued requests that late after a VM is deleted. What the leader cannot infer since the last
+   * In a large cluster the state is broadcast only with the next heartbeat (25 s with 50 members),
+   * and the leader would place queued requests that late after a VM is deleted. What the leader cannot infer since the last
    * publish (resources freed; capacity, images or draining changed) goes to it directly; its own
    * admissions it knows from their answers.
    */
@@ -135,4 +135,3 @@ export class StatePublisher {
     }
   }
 }
-
