@@ -82,7 +82,7 @@ export class SchedulerService {
   private readonly revivedAt = new Map<string, number>()
   private readonly onRevived = (member: Member): void => { this.revivedAt.set(member.peerId, this.c.clock()) }
   /** Requests of revived gateways: being confirmed, or confirmed still wanted. */
-  private readonly confirming = new Set<string>()
+  private readonly confirming = new Map<string, Promise<void>>()
   private readonly confirmed = new Set<string>()
   /**
    * A leader that loses the lease forgets its queue: the gateways keep every request and re-submit
@@ -169,7 +169,10 @@ export class SchedulerService {
     // rules a host out for this request).
     for (let round = 0; round < 64; round++) {
       const admission = this.admitting.get(pending.id)
+      // Being confirmed with its gateway (a healed partition): the pass after it decides.
+      const confirmation = this.confirming.get(pending.id)
       if (admission != null) await admission
+      else if (confirmation != null) await confirmation
       else if (this.queue.has(pending.id) && this.nextPass != null) await this.nextPass
       else break
     }
@@ -261,8 +264,7 @@ export class SchedulerService {
     const revived = this.revivedAt.get(pending.gateway)
     if (revived == null || now - revived > CONFIRM_AFTER_REVIVAL_MS || this.confirmed.has(pending.id)) return false
     if (this.confirming.has(pending.id)) return true
-    this.confirming.add(pending.id)
-    this.c.mesh.request<{ state?: string }>(pending.gateway, PENDING_RPC.get, { id: pending.id }, { timeoutMs: 5_000 })
+    const confirmation = this.c.mesh.request<{ state?: string }>(pending.gateway, PENDING_RPC.get, { id: pending.id }, { timeoutMs: 5_000 })
       .then(kept => {
         if (kept.state === 'queued') this.confirmed.add(pending.id)
         else this.queue.delete(pending.id)
@@ -272,8 +274,10 @@ export class SchedulerService {
       .finally(() => {
         this.confirming.delete(pending.id)
         while (this.confirmed.size > 10_000) this.confirmed.delete(this.confirmed.values().next().value as string)
+        // The pass that places it, started before the confirmation resolves for submit() to await.
         if (this.queue.has(pending.id)) void this.drainSoon()
       })
+    this.confirming.set(pending.id, confirmation)
     return true
   }
 
