@@ -1,13 +1,18 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { pino } from 'pino'
+import { createJsonStore } from '../../src/store/json-store.ts'
+import type { Store } from '../../src/store/types.ts'
 import { createSimDriver } from '../../src/drivers/sim/index.ts'
 import { selectDriver } from '../../src/drivers/select.ts'
 import { MemoryStore } from '../helpers/memory-store.ts'
 import { driverCompliance } from './compliance.ts'
 
 const timings = { createMs: 0, startMs: 0, stopMs: 0, deleteMs: 0, execMs: 0 }
-const makeSim = (store = new MemoryStore()) => createSimDriver({ logger: pino({ level: 'silent' }), store }, { cpus: 8, memoryMiB: 16384, diskMiB: 500000, arch: 'x86_64', labels: { rack: 'a' }, timings })
+const makeSim = (store: Store = new MemoryStore()) => createSimDriver({ logger: pino({ level: 'silent' }), store }, { cpus: 8, memoryMiB: 16384, diskMiB: 500000, arch: 'x86_64', labels: { rack: 'a' }, timings })
 
 driverCompliance('sim', async () => {
   const driver = makeSim()
@@ -49,6 +54,29 @@ test('simulated VMs outlive the driver instance (a node restart), as real ones d
   const second = makeSim(store)
   await second.open()
   assert.deepEqual((await second.list()).map(v => [v.id, v.state]), [['vm-2', 'running']])
+})
+
+test('a simulated VM\'s state is on disk when the call that changed it returns, so it outlives a node killed with SIGKILL', async () => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'corral-sim-'))
+  const store = createJsonStore({ logger: pino({ level: 'silent' }) }, { dataDir })
+  await store.start()
+  try {
+    const driver = makeSim(store)
+    // What a node killed this instant would find: the file, not the store's memory.
+    const onDisk = async (): Promise<Record<string, { state: string }>> => JSON.parse(await readFile(join(dataDir, 'state', 'sim-vms.json'), 'utf8')).records
+    const [image] = await driver.listImages()
+    await driver.create({ id: 'vm-3', name: 'three', image, cpus: 1, memoryMiB: 512 })
+    assert.equal((await onDisk())['vm-3']?.state, 'stopped')
+    await driver.start('vm-3')
+    assert.equal((await onDisk())['vm-3']?.state, 'running')
+    await driver.stop('vm-3')
+    assert.equal((await onDisk())['vm-3']?.state, 'stopped')
+    await driver.delete('vm-3')
+    assert.equal((await onDisk())['vm-3'], undefined)
+  } finally {
+    await store.stop()
+    await rm(dataDir, { recursive: true, force: true })
+  }
 })
 
 test('auto never picks sim; it finds prlctl, then qemu, or refuses with install advice', () => {

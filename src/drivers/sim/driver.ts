@@ -128,7 +128,7 @@ export class SimDriver extends EventTarget implements Driver {
     if (this.components.store.get<SimVm>(COLLECTION, id) == null) return
     this.closeForwards(id)
     await this.delay(this.init.timings.deleteMs, options)
-    void this.components.store.delete(COLLECTION, id).catch(() => undefined)
+    await this.components.store.delete(COLLECTION, id)
   }
 
   async exec (id: string, request: ExecRequest): Promise<ExecResult> {
@@ -176,9 +176,18 @@ export class SimDriver extends EventTarget implements Driver {
     return this.describe(vm)
   }
 
-  /** Simulated hypervisor state is written behind: it only has to outlive a clean node restart. */
+  /**
+   * A real hypervisor's VMs outlive a node killed with SIGKILL, so a simulated VM's state is durable
+   * before the call that changed it returns: a node restarted after a crash reconciles its records
+   * against what the VMs really are, as it would on a real host. (Written behind, a VM reported
+   * running came back stopped when the kill beat the write.)
+   */
   private async save (vm: SimVm): Promise<void> {
-    void this.components.store.put(COLLECTION, vm.id, vm).catch((err: Error) => this.components.logger.error({ vm: vm.id, err: err.message }, 'could not persist simulated VM'))
+    try {
+      await this.components.store.put(COLLECTION, vm.id, vm)
+    } catch (err) {
+      throw new HypervisorError(`could not record simulated VM ${vm.id} in the state folder: ${(err as Error).message}; free disk space or fix the data folder's permissions`)
+    }
   }
 
   private describe (vm: SimVm): DriverVm {
