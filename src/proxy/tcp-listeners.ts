@@ -16,7 +16,14 @@ interface Listener {
   allow: BlockList | undefined
   address?: string
   error?: string
+  retry?: NodeJS.Timeout
 }
+
+/**
+ * A port taken by another program (often a client socket's ephemeral port, when the range overlaps
+ * the OS's) may be freed any moment: the listener tries again this often for as long as the route lives.
+ */
+export const LISTEN_RETRY_MS = 2_000
 
 export class TcpListeners {
   private readonly dialer: Dialer
@@ -40,6 +47,7 @@ export class TcpListeners {
       const route = wanted.get(id)
       if (route == null || route.listenPort !== listener.route.listenPort) {
         this.listeners.delete(id)
+        clearTimeout(listener.retry)
         listener.server.close()
         this.logger.info({ route: id, port: listener.route.listenPort }, 'proxy TCP route listener closed')
       } else {
@@ -59,7 +67,10 @@ export class TcpListeners {
 
   async stop (): Promise<void> {
     this.stopped = true
-    const closing = [...this.listeners.values()].map(async l => await new Promise<void>(resolve => { l.server.close(() => resolve()) }))
+    const closing = [...this.listeners.values()].map(async l => {
+      clearTimeout(l.retry)
+      await new Promise<void>(resolve => { l.server.close(() => resolve()) })
+    })
     this.listeners.clear()
     await Promise.all(closing)
   }
@@ -70,12 +81,23 @@ export class TcpListeners {
     this.listeners.set(route.id, listener)
     server.on('connection', socket => { void this.serve(listener, socket) })
     server.on('error', (err: NodeJS.ErrnoException) => {
-      listener.error = `cannot listen on ${this.host}:${String(route.listenPort)}: ${err.code ?? err.message}`
-      this.logger.error({ route: route.id, port: route.listenPort, err: err.message }, 'proxy TCP route cannot listen; free the port or recreate the route with another listenPort')
+      const again = listener.error != null
+      listener.error = `cannot listen on ${this.host}:${String(route.listenPort)}: ${err.code ?? err.message}; trying again every ${LISTEN_RETRY_MS / 1000} s`
+      // Logged once per route, not on every retry.
+      if (!again) this.logger.error({ route: route.id, port: route.listenPort, err: err.message }, 'proxy TCP route cannot listen; free the port or recreate the route with another listenPort (retrying meanwhile)')
+      if (this.listeners.get(route.id) !== listener) return
+      listener.retry = setTimeout(() => { if (this.listeners.get(route.id) === listener) this.listen(listener) }, LISTEN_RETRY_MS)
+      listener.retry.unref()
     })
+    this.listen(listener)
+  }
+
+  private listen (listener: Listener): void {
+    const { route, server } = listener
     server.listen(route.listenPort, this.host, () => {
       const a = server.address()
       if (a != null && typeof a === 'object') listener.address = `${isIPv4(a.address) ? a.address : `[${a.address}]`}:${a.port}`
+      listener.error = undefined
       this.logger.info({ route: route.id, vm: route.vm, port: route.port, listen: listener.address, public: route.public }, 'proxy TCP route listening')
     })
   }

@@ -148,7 +148,7 @@ export async function startApiFixture (options: FixtureOptions = {}): Promise<Ap
     stack.push(async () => await host.stop())
 
     const proxy = createProxyService({ vms: host, logger, clock }, {
-      clusterDomain: '', tcpPortRange: { from: 40000, to: 40999 }, tcpListenHost: 'off', connectTimeoutMs: 2000,
+      clusterDomain: '', tcpPortRange: { from: 30000, to: 30999 }, tcpListenHost: 'off', connectTimeoutMs: 2000,
       signingKey: new Uint8Array(32), signedUrlMaxSeconds: 3600
     })
     await proxy.start()

@@ -19,9 +19,9 @@ async function corral (args: string[]): Promise<CliRun> {
   return await runCli(args, { HOME: process.env.HOME ?? tmpdir(), CORRAL_URL: node?.url ?? '', CORRAL_CONFIG_DIR: configDir ?? '' })
 }
 
-/** A port of the default proxy.tcpPortRange (40000-40999) nothing listens on now. */
+/** A port of the default proxy.tcpPortRange (30000-30999) nothing listens on now. */
 async function freeRoutePort (): Promise<number> {
-  for (let port = 40000 + Math.floor(Math.random() * 900); port < 41000; port++) {
+  for (let port = 30000 + Math.floor(Math.random() * 900); port < 31000; port++) {
     const free = await new Promise<boolean>(resolve => {
       const server = createServer()
       server.once('error', () => resolve(false))
@@ -29,7 +29,7 @@ async function freeRoutePort (): Promise<number> {
     })
     if (free) return port
   }
-  throw new Error('no free port in 40000-40999')
+  throw new Error('no free port in 30000-30999')
 }
 
 /** Sends bytes to a TCP address and reads the same number back (the sim guest echoes). */

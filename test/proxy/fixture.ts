@@ -75,7 +75,7 @@ export async function startProxyFixture (): Promise<ProxyFixture> {
     }
     const proxy = createProxyService({ vms, logger, clock }, {
       clusterDomain: DOMAIN,
-      tcpPortRange: { from: 43100, to: 43199 },
+      tcpPortRange: { from: 31100, to: 31199 },
       tcpListenHost: '127.0.0.1',
       connectTimeoutMs: 2000,
       signingKey: new Uint8Array(32).fill(7),

@@ -40,7 +40,7 @@ test('a TCP route listens on a node port from the range and carries bytes both w
   assert.equal(created.status, 201, JSON.stringify(created.body))
   const route = created.body
   assert.equal(route.public, false)
-  assert.ok(route.listenPort >= 43100 && route.listenPort <= 43199)
+  assert.ok(route.listenPort >= 31100 && route.listenPort <= 31199)
   await eventually('the route listens', () => fx.proxy.getRoute(route.id).listening?.address != null)
   // Private: loopback is always let in (a CI runner on the node itself).
   const client = await RawClient.connect(route.listenPort)
@@ -66,10 +66,42 @@ test('node ports: the first free one is taken, an explicit one must be free and 
   assert.equal(clash.status, 409)
   assert.match(clash.body.detail, /taken by route/)
   assert.equal((await api('POST', '/api/v1/proxy/routes', fx.tokens.admin, { vm, port: 24, protocol: 'tcp', listenPort: 80 })).status, 400)
-  assert.equal((await api('POST', '/api/v1/proxy/routes', fx.tokens.admin, { vm, port: 80, protocol: 'http', listenPort: 43150 })).status, 400)
+  assert.equal((await api('POST', '/api/v1/proxy/routes', fx.tokens.admin, { vm, port: 80, protocol: 'http', listenPort: 31150 })).status, 400)
   assert.equal((await api('POST', '/api/v1/proxy/routes', fx.tokens.admin, { vm, port: 24, protocol: 'tcp', allowFrom: ['not-a-cidr'] })).status, 400)
   assert.equal((await api('POST', '/api/v1/proxy/routes', fx.tokens.admin, { vm: 'vm-000000000000', port: 24, protocol: 'tcp' })).status, 404)
   for (const r of [first, second]) await api('DELETE', `/api/v1/proxy/routes/${r.body.id as string}`, fx.tokens.admin)
+})
+
+test('a route whose node port another program holds says so over HTTP, and listens once the port is freed', async () => {
+  // Another program on the node (here a listener; often a client socket's ephemeral port) holds it.
+  const blocker = await new Promise<Server>((resolve, reject) => {
+    const s = createTcpServer()
+    s.once('error', reject)
+    s.listen(31190, '127.0.0.1', () => resolve(s))
+  })
+  const created = await api('POST', '/api/v1/proxy/routes', fx.tokens.admin, { vm, port: 22, protocol: 'tcp', public: true, listenPort: 31190 })
+  assert.equal(created.status, 201, JSON.stringify(created.body))
+  const id = created.body.id as string
+  let shown: any
+  await eventually('GET says why it does not listen', async () => {
+    shown = (await api('GET', `/api/v1/proxy/routes/${id}`, fx.tokens.ci)).body
+    return shown.listening?.error != null && /EADDRINUSE/.test(shown.listening.error as string)
+  })
+  assert.match(shown.listening.error, /trying again/)
+  assert.deepEqual(shown.urls, [])
+  await new Promise<void>(resolve => blocker.close(() => resolve()))
+  await eventually('GET shows it listening once the port is free', async () => {
+    shown = (await api('GET', `/api/v1/proxy/routes/${id}`, fx.tokens.ci)).body
+    return shown.listening?.address === '127.0.0.1:31190'
+  })
+  assert.equal(shown.listening.error, undefined)
+  assert.deepEqual(shown.urls, ['tcp://127.0.0.1:31190'])
+  const client = await RawClient.connect(31190)
+  client.socket.write('through')
+  await client.until('the echo', r => r.toString() === 'through')
+  client.socket.destroy()
+  assert.equal((await api('DELETE', `/api/v1/proxy/routes/${id}`, fx.tokens.admin)).status, 204)
+  await eventually('the listener is closed', async () => await refused(31190))
 })
 
 test('a TCP connection to a stopped VM is closed at once; deleting the VM deletes its routes', async () => {
