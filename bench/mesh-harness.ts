@@ -47,3 +47,15 @@ export function failIfExited (nodes: NodeProcess[]): void {
   const gone = nodes.find(n => n.child.exitCode != null || n.child.signalCode != null)
   if (gone !== undefined) throw new Error(`a node process exited (code ${gone.child.exitCode}, signal ${gone.child.signalCode}); the end of its log:\n${gone.log().slice(-4000)}`)
 }
+
+/** The nodes' mesh counters (GET /api/v1/cluster's metrics), flattened and summed over the cluster. */
+export async function meshCounts (nodes: NodeProcess[], token: string): Promise<Map<string, number>> {
+  const sum = new Map<string, number>()
+  failIfExited(nodes)
+  for (const n of nodes) {
+    const m = (await call(n.url, 'GET', '/api/v1/cluster', { token }).catch((err: unknown) => { failIfExited(nodes); throw err })).body.metrics as Record<string, unknown>
+    const flat: Array<[string, unknown]> = Object.entries(m).flatMap(([k, v]) => typeof v === 'object' && v !== null ? Object.entries(v).map(([k2, v2]) => [`${k}.${k2}`, v2] as [string, unknown]) : [[k, v] as [string, unknown]])
+    for (const [k, v] of flat) if (typeof v === 'number') sum.set(k, (sum.get(k) ?? 0) + v)
+  }
+  return sum
+}

@@ -12,7 +12,7 @@
 import { cpus, loadavg } from 'node:os'
 import { parseArgs } from 'node:util'
 import { call, type NodeProcess } from '../test/helpers/node-process.ts'
-import { failIfExited, startMesh } from './mesh-harness.ts'
+import { meshCounts, startMesh } from './mesh-harness.ts'
 import { cpuSeconds } from './proc-stats.ts'
 
 const { values } = parseArgs({ options: { nodes: { type: 'string', default: '10' }, seconds: { type: 'string', default: '20' } } })
@@ -35,16 +35,7 @@ try {
   const started = performance.now()
   const { token } = await startMesh(count, env, nodes, LIMIT_MS)
   // What the nodes accept at rest, summed over the cluster (GET /api/v1/cluster's metrics).
-  const counts = async (): Promise<Map<string, number>> => {
-    const sum = new Map<string, number>()
-    failIfExited(nodes)
-    for (const n of nodes) {
-      const m = (await call(n.url, 'GET', '/api/v1/cluster', { token }).catch((err: unknown) => { failIfExited(nodes); throw err })).body.metrics as Record<string, unknown>
-      const flat: Array<[string, unknown]> = Object.entries(m).flatMap(([k, v]) => typeof v === 'object' && v !== null ? Object.entries(v).map(([k2, v2]) => [`${k}.${k2}`, v2] as [string, unknown]) : [[k, v] as [string, unknown]])
-      for (const [k, v] of flat) if (typeof v === 'number') sum.set(k, (sum.get(k) ?? 0) + v)
-    }
-    return sum
-  }
+  const counts = async (): Promise<Map<string, number>> => await meshCounts(nodes, token)
   console.log(`${count} node processes joined and see each other alive after ${((performance.now() - started) / 1000).toFixed(1)} s`)
   // Let start-up work settle before measuring: first syncs, catalog scans, and the full heartbeats
   // a node sends in its first 30 s (NEW_NODE_MS in src/node/mesh-node.ts).

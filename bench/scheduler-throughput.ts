@@ -35,6 +35,7 @@ import { join } from 'node:path'
 import { writeFileAtomic } from '../src/store/atomic-file.ts'
 import { parseArgs } from 'node:util'
 import { startNodeProcess, call, ADMIN_PASSWORD, type NodeProcess } from '../test/helpers/node-process.ts'
+import { meshCounts } from './mesh-harness.ts'
 
 const { values } = parseArgs({
   options: {
@@ -202,6 +203,7 @@ try {
   const latencies: number[] = []
   let notPlaced = 0
   const cpuBeforeSeq = await nodesCpu(nodes)
+  const perNodeBeforeSeq = await Promise.all(nodes.map(async n => await cpuSeconds(n.child.pid as number)))
   const seqStart = performance.now()
   for (let i = 0; i < sequential; i++) {
     const t = performance.now()
@@ -213,8 +215,18 @@ try {
   }
   const seqWall = (performance.now() - seqStart) / 1000
   const seqCpu = await nodesCpu(nodes) - cpuBeforeSeq
+  const perNodeSeq = await Promise.all(nodes.map(async (n, i) => (await cpuSeconds(n.child.pid as number)) - perNodeBeforeSeq[i]!))
   console.log(`\nscheduler throughput with ${hostCount} hosts (${gateways.length} non-leader gateways, leader ${leader}):`)
   console.log(`  request-to-placement, sequential through one non-leader gateway: median ${quantile(latencies, 0.5).toFixed(1)} ms, p99 ${quantile(latencies, 0.99).toFixed(1)} ms, max ${Math.max(...latencies).toFixed(1)} ms over ${latencies.length} placed requests${notPlaced > 0 ? ` (${notPlaced} answered queued, left out)` : ''}; node processes used ${(seqCpu / seqWall).toFixed(2)} cores meanwhile`)
+
+  {
+    // Who pays for a request: the gateway, the leader, and every other node (idle upkeep included).
+    const gatewayAt = nodes.indexOf(gateways[0]!)
+    const leaderAt = nodes.indexOf(byName.get(leader!)!)
+    const others = perNodeSeq.filter((_, i) => i !== gatewayAt && i !== leaderAt).sort((a, b) => a - b)
+    const ms = (cpuS: number): string => (cpuS * 1000 / sequential).toFixed(2)
+    console.log(`  CPU per sequential request: the gateway ${ms(perNodeSeq[gatewayAt]!)} ms, the leader ${ms(perNodeSeq[leaderAt]!)} ms, each other node ${ms(others[others.length >> 1]!)} ms (median; max ${ms(others[others.length - 1]!)} ms) — idle upkeep included: ${(idleCores / hostCount * seqWall * 1000 / sequential).toFixed(2)} ms per node per request's time`)
+  }
 
   // ---- throughput: many in flight through every non-leader gateway ------------------------------
   await Promise.all(gateways.map(async (gateway, g) => {
@@ -229,6 +241,7 @@ try {
   /** Why requests were answered "queued" (the scheduler's reason), counted. */
   const queuedWhy = new Map<string, number>()
   let next = 0
+  const countsBefore = await meshCounts(nodes, token)
   const cpuBefore = await nodesCpu(nodes)
   const perNodeBefore = await Promise.all(nodes.map(async n => await cpuSeconds(n.child.pid as number)))
   const leaderCpuBefore = await cpuSeconds(byName.get(leader!)!.child.pid as number)
@@ -270,6 +283,7 @@ try {
   const cpu = await nodesCpu(nodes) - cpuBefore
   const perNode = await Promise.all(nodes.map(async (n, i) => (await cpuSeconds(n.child.pid as number)) - perNodeBefore[i]!))
   const leaderCpu = await cpuSeconds(byName.get(leader!)!.child.pid as number) - leaderCpuBefore
+  const countsAfter = await meshCounts(nodes, token)
   // Each host's own figures: beyond 10 members another node's view of a host is a heartbeat old.
   const hosts = await Promise.all(nodes.map(async n => ((await get(n.url, '/api/v1/hosts', token)).items as Array<{ name: string, self: boolean, vms: { total: number } }>).find(h => h.self)!))
   const perHost = hosts.map(h => h.vms.total)
@@ -284,6 +298,9 @@ try {
   const names = [...byName.entries()]
   const busiest = perNode.map((c, i) => ({ c, name: names.find(([, n]) => n === nodes[i])?.[0] ?? `node ${i}` })).sort((a, b) => b.c - a.c).slice(0, hostCount <= 12 ? hostCount : 3)
   console.log(`  ${hostCount <= 12 ? 'node processes' : 'busiest node processes'}: ${busiest.map(b => `${b.name} (${b.name === leader ? 'leader' : 'gateway'}, ${vmsOn.get(b.name) ?? 0} VMs) ${(b.c / (elapsed / 1000)).toFixed(2)} cores`).join(', ')}; ${(cpu / ids.length * 1000).toFixed(1)} ms of CPU per placement across the cluster`)
+  // What the mesh carried meanwhile: a count that grows with every placement on every node is a broadcast.
+  const perPlacement = [...countsAfter].map(([k, v]) => [k, (v - (countsBefore.get(k) ?? 0)) / ids.length] as const).filter(([k, r]) => r >= 0.01 && k !== 'connectedPeers')
+  console.log(`  mesh messages accepted per placement, summed over the nodes: ${perPlacement.map(([k, r]) => `${k} ${r.toFixed(2)}`).join(', ')}`)
   console.log(`  VMs per host afterwards: min ${Math.min(...perHost)}, max ${Math.max(...perHost)}, total ${perHost.reduce((a, b) => a + b, 0)} (binpack policy); each VM ${oneVm.cpus} CPU, ${oneVm.memoryMiB} MiB memory, ${oneVm.diskMiB} MiB disk`)
 } catch (err) {
   // What the nodes said (warnings and errors only), to see why.
