@@ -81,12 +81,17 @@ export class TcpListeners {
     this.listeners.set(route.id, listener)
     server.on('connection', socket => { void this.serve(listener, socket) })
     server.on('error', (err: NodeJS.ErrnoException) => {
+      if (server.listening) {
+        // A listening server's own error (an accept failing): it goes on listening.
+        this.logger.warn({ route: route.id, port: route.listenPort, err: err.message }, 'proxy TCP route listener error')
+        return
+      }
       const again = listener.error != null
       listener.error = `cannot listen on ${this.host}:${String(route.listenPort)}: ${err.code ?? err.message}; trying again every ${LISTEN_RETRY_MS / 1000} s`
       // Logged once per route, not on every retry.
       if (!again) this.logger.error({ route: route.id, port: route.listenPort, err: err.message }, 'proxy TCP route cannot listen; free the port or recreate the route with another listenPort (retrying meanwhile)')
       if (this.listeners.get(route.id) !== listener) return
-      listener.retry = setTimeout(() => { if (this.listeners.get(route.id) === listener) this.listen(listener) }, LISTEN_RETRY_MS)
+      listener.retry = setTimeout(() => { if (this.listeners.get(route.id) === listener && !server.listening) this.listen(listener) }, LISTEN_RETRY_MS)
       listener.retry.unref()
     })
     this.listen(listener)
