@@ -52,8 +52,13 @@ export const DEFAULTS = {
   syncIntervalMs: 30_000,
   rpcTimeoutMs: 30_000,
   pingTimeoutMs: 2000,
-  /** How often libp2p's connection monitor pings each connection (libp2p's own default is 10 s). */
+  /** How often each connection is pinged with a yamux ping frame (ConnectionLiveness). */
   connectionPingMs: 30_000,
+  /**
+   * How long that ping's answer may take before the connection is closed as half-open: generous,
+   * since a node on a saturated machine may answer seconds late and a live connection must not go.
+   */
+  connectionPingTimeoutMs: 15_000,
   dialTimeoutMs: 5000,
   /** The node keeps direct connections to at least this many members (all, in small clusters). */
   targetPeers: 8,

@@ -32,6 +32,7 @@ import { deepFreeze } from './freeze.ts'
 import { MeshNotRunningError, NodeStateInvalidError, PeerUnavailableError, RpcProtocolError } from './errors.ts'
 import { Membership, heartbeatInterval } from './membership.ts'
 import { MeshCounters } from './metrics.ts'
+import { ConnectionLiveness, type PingableConnection } from './connection-liveness.ts'
 import { loadOrCreatePeerKey } from './peer-key.ts'
 import { clusterKeyProtector, MismatchLogLimiter } from './protector.ts'
 import { MeshRecordStore } from './record-store.ts'
@@ -182,6 +183,7 @@ class MeshNodeImpl implements MeshNode {
 
   // Housekeeping.
   private readonly pinging = new Set<string>()
+  private liveness?: ConnectionLiveness
   private readonly syncing = new Set<string>()
   /** Peers to sync with once more when the sync under way ends (it began before what it must carry). */
   private readonly resyncAfter = new Set<string>()
@@ -322,7 +324,8 @@ class MeshNodeImpl implements MeshNode {
       addresses: { listen: this.init.listen, ...(this.init.announce !== undefined ? { announce: this.init.announce } : {}) },
       transports: [tcp()],
       connectionEncrypters: [noise()],
-      streamMuxers: [yamux()],
+      // Its keep-alive pings but never acts on a missing answer; ConnectionLiveness pings and does.
+      streamMuxers: [yamux({ enableKeepAlive: false })],
       connectionProtector: clusterKeyProtector({
         psk,
         timeoutMs: DEFAULTS.privateNetworkTimeoutMs,
@@ -334,11 +337,9 @@ class MeshNodeImpl implements MeshNode {
           }
         }
       }),
-      // libp2p pings every connection to find dead ones; each ping is a new stream (open, protocol
-      // selection, echo, close), which at libp2p's 10 s cost every node of a 30-node mesh ~9 ms of
-      // CPU a second (half its idle cost). Heartbeat silence still finds a dead member first in a
-      // small cluster; in a large one this is what notices a half-open connection, then reportLost.
-      connectionMonitor: { pingInterval: DEFAULTS.connectionPingMs },
+      // libp2p's connection monitor opens a new ping stream per connection per round; yamux's ping
+      // frame does the same job for a fraction of the cost (ConnectionLiveness, started below).
+      connectionMonitor: { enabled: false },
       connectionManager: {
         dialTimeout: DEFAULTS.dialTimeoutMs,
         ...(this.init.allowAddresses !== undefined ? { allow: this.init.allowAddresses } : {})
@@ -412,6 +413,17 @@ class MeshNodeImpl implements MeshNode {
     this.lastPurge = this.startedAt
     this.phase = 'running'
     this.timer = setInterval(() => { this.tick() }, this.init.heartbeatMs)
+    // Heartbeat silence finds a dead member first in a small cluster; in a large one (heartbeats
+    // spaced out) this is what notices a half-open connection, then reportLost.
+    this.liveness = new ConnectionLiveness({
+      connections: () => this.libp2p.getConnections() as unknown as PingableConnection[],
+      onAnswer: () => { this.counters.inc('connectionPingsAnswered') },
+      onDead: (connection, err) => {
+        this.counters.inc('halfOpenConnectionsClosed')
+        this.log.warn({ remote: (connection as unknown as { remotePeer?: { toString: () => string } }).remotePeer?.toString(), err: err.message }, 'closing a connection that stopped answering pings')
+      }
+    }, this.init.connectionPing ?? { intervalMs: DEFAULTS.connectionPingMs, timeoutMs: DEFAULTS.connectionPingTimeoutMs })
+    this.liveness.start()
     this.lastBootstrap = this.clock()
     void this.bootstrap.run()
     this.publishHeartbeat()
@@ -431,6 +443,7 @@ class MeshNodeImpl implements MeshNode {
     this.phase = 'stopping'
     this.lifecycle?.abort(new MeshNotRunningError('the mesh node is stopping'))
     clearInterval(this.timer)
+    this.liveness?.stop()
     clearTimeout(this.heartbeatSoon)
     clearTimeout(this.reportSoon)
     this.feeds.stop()

@@ -66,6 +66,11 @@ export interface MeshNodeInit {
   announce?: string[]
   /** Full record sync with one random peer this often (also on every new connection). */
   syncIntervalMs?: number
+  /**
+   * How often each connection is pinged (a yamux ping frame) and how long its answer may take before
+   * the connection is closed as half-open. Default 30 s and 15 s.
+   */
+  connectionPing?: { intervalMs: number, timeoutMs: number }
   /** Keep direct connections to at least this many members. Default 8. */
   targetPeers?: number
   /**
@@ -239,6 +244,9 @@ export interface MeshMetrics {
   /** Feed deltas applied, and whole feeds fetched because a replica fell behind (see feeds.ts). */
   feedDeltasApplied: number
   feedSnapshotsFetched: number
+  /** Keep-alive pings answered, and connections closed because a ping went unanswered. */
+  connectionPingsAnswered: number
+  halfOpenConnectionsClosed: number
 }
 
 export interface MeshNode {
