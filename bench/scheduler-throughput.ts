@@ -17,9 +17,12 @@
  *               compile its request schemas and warm its JIT (~0.1 s of CPU each), which with 49
  *               cold gateways was most of the CPU of a 2,000-placement run.
  *
- * All nodes share this machine's cores with the bench client, and every host gossips its VM list
- * to every other, so on a small machine the figures are bounded by the simulation as much as by
- * the leader: the CPU the node processes used is printed beside them. Each node process needs
+ * All nodes share this machine's cores with the bench client, and each keeps up the mesh (idle
+ * upkeep, printed first), so on a small machine the figures are bounded by the simulation as much
+ * as by the leader: the CPU the node processes used is printed beside them, with what the leader
+ * alone needs per placement. More in flight means bigger batches per scheduling pass and per
+ * durable write, and so less CPU per placement: on 2 cores with 50 hosts, 128 in flight gave
+ * 335-500/s and 256 gave 557-676/s (notes/scheduler.md). Each node process needs
  * ~100-150 MB; 50 hosts need ~7 GB and a few minutes to start.
  *
  * Every placement waits for durable writes (the gateway keeps the request, the host records the
