@@ -19,11 +19,11 @@ if (major < 22 || (major === 22 && minor < 18)) {
 // node re-executes itself once with them (execve: same process id, same stdio), however it was started
 // (`npx corral node`, `node bin/corral.js node`, the Dockerfile).
 const NODE_FLAGS = [
-  // A young generation capped at 8 MB per semi-space, not V8's 16+: an idle node's stays small (~101 MiB
-  // resident, as with 1 MB), and under load it is not scavenged every few hundred KB: with a 1 MB cap,
-  // GC was ~28% of a busy node's CPU and scheduler throughput on 50 hosts 192-223/s, with 8 MB 311/s
-  // (bench/scheduler-throughput, notes/scheduler.md).
-  '--max-semi-space-size=8'
+  // A young generation capped at 4 MB per semi-space, not V8's 16+. With 1 MB a busy node was
+  // scavenged every few hundred KB (GC ~28% of its CPU); with 8 MB a founding node's start-up
+  // sometimes grew it for good (idle RSS 123-126 MiB instead of ~101); 4 MB kept idle RSS at
+  // 99-104 MiB in 5 runs (bench/mesh-idle-memory) and 50-host throughput at 581/s.
+  '--max-semi-space-size=4'
 ]
 const MALLOC_ENV = {
   // glibc maps a large buffer and unmaps it when freed, but the first such free (scrypt's 16 MiB,
