@@ -63,18 +63,23 @@ test('a muxer that fails the ping outright (closing) gets the connection aborted
 test('real nodes ping each other with yamux frames and keep the connection; a peer that stops answering pings is cut off', async () => {
   const fx = new MeshFixture()
   try {
-    const ping = { intervalMs: 100, timeoutMs: 1000 }
-    const a = await fx.joined({ connectionPing: ping })
-    const b = await fx.joined({ connectionPing: ping })
+    // b never gives up on a (a loaded machine must not make b close the connection first); a
+    // allows 3 s, far beyond a live peer's answer.
+    const a = await fx.joined({ connectionPing: { intervalMs: 100, timeoutMs: 3000 } })
+    const b = await fx.joined({ connectionPing: { intervalMs: 100, timeoutMs: 600_000 } })
     const bId = b.mesh.self().peerId
     await eventually('a and b are connected', () => a.mesh.connectedPeers().includes(bId))
     await eventually('a has had pings answered', () => a.mesh.metrics().connectionPingsAnswered >= 5)
     assert.ok(a.mesh.connectedPeers().includes(bId), 'answered pings keep the connection')
     assert.equal(a.mesh.metrics().halfOpenConnectionsClosed, 0)
-    // b stops answering yamux pings, as a frozen process or a half-open link would.
+    // b stops answering yamux pings, as a frozen process or a half-open link would: on every
+    // connection it has, including one a redials meanwhile.
     const libp2p = (b.mesh as unknown as { libp2p: { getConnections: () => Array<{ muxer: { handlePing: (h: unknown) => void } }> } }).libp2p
-    for (const connection of libp2p.getConnections()) connection.muxer.handlePing = () => {}
-    await eventually('a closes the connection that stopped answering', () => a.mesh.metrics().halfOpenConnectionsClosed >= 1)
+    const silence = (): void => { for (const connection of libp2p.getConnections()) connection.muxer.handlePing = () => {} }
+    await eventually('a closes the connection that stopped answering', () => {
+      silence()
+      return a.mesh.metrics().halfOpenConnectionsClosed >= 1
+    }, 30_000)
     assert.ok(a.logs.some(l => l.includes('closing a connection that stopped answering pings') && l.includes(bId)))
   } finally {
     await fx.cleanup()
