@@ -63,18 +63,24 @@ export class ConnectionLiveness {
 
   /** One ping per open connection that has none in flight; exported for tests. */
   round (): void {
-    for (const connection of this.components.connections()) {
-      const ping = connection.muxer?.ping
-      if (connection.status !== 'open' || ping == null || this.inFlight.has(connection)) continue
-      this.inFlight.add(connection)
-      const signal = AbortSignal.timeout(this.init.timeoutMs)
-      ping.call(connection.muxer, { signal }).then(() => { this.components.onAnswer?.(connection) }, (cause: Error) => {
-        if (connection.status !== 'open') return
-        // An error other than the timeout (the muxer closing) also means the connection is gone.
-        const err = signal.aborted ? new HalfOpenConnectionError(this.init.timeoutMs) : cause
-        this.components.onDead?.(connection, err)
-        connection.abort(err)
-      }).finally(() => this.inFlight.delete(connection))
-    }
+    for (const connection of this.components.connections()) this.check(connection)
+  }
+
+  /**
+   * Pings one connection now. Also called for every new connection: yamux grows a stream's window
+   * only once it knows the connection's round trip, which its own keep-alive used to measure at once.
+   */
+  check (connection: PingableConnection): void {
+    const ping = connection.muxer?.ping
+    if (connection.status !== 'open' || ping == null || this.inFlight.has(connection)) return
+    this.inFlight.add(connection)
+    const signal = AbortSignal.timeout(this.init.timeoutMs)
+    ping.call(connection.muxer, { signal }).then(() => { this.components.onAnswer?.(connection) }, (cause: Error) => {
+      if (connection.status !== 'open') return
+      // An error other than the timeout (the muxer closing) also means the connection is gone.
+      const err = signal.aborted ? new HalfOpenConnectionError(this.init.timeoutMs) : cause
+      this.components.onDead?.(connection, err)
+      connection.abort(err)
+    }).finally(() => this.inFlight.delete(connection))
   }
 }

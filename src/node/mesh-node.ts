@@ -184,6 +184,7 @@ class MeshNodeImpl implements MeshNode {
   // Housekeeping.
   private readonly pinging = new Set<string>()
   private liveness?: ConnectionLiveness
+  private readonly onConnectionOpen = (evt: CustomEvent<unknown>): void => { this.liveness?.check(evt.detail as PingableConnection) }
   private readonly syncing = new Set<string>()
   /** Peers to sync with once more when the sync under way ends (it began before what it must carry). */
   private readonly resyncAfter = new Set<string>()
@@ -424,6 +425,7 @@ class MeshNodeImpl implements MeshNode {
       }
     }, this.init.connectionPing ?? { intervalMs: DEFAULTS.connectionPingMs, timeoutMs: DEFAULTS.connectionPingTimeoutMs })
     this.liveness.start()
+    node.addEventListener('connection:open', this.onConnectionOpen)
     this.lastBootstrap = this.clock()
     void this.bootstrap.run()
     this.publishHeartbeat()
@@ -444,6 +446,7 @@ class MeshNodeImpl implements MeshNode {
     this.lifecycle?.abort(new MeshNotRunningError('the mesh node is stopping'))
     clearInterval(this.timer)
     this.liveness?.stop()
+    this.libp2p.removeEventListener('connection:open', this.onConnectionOpen)
     clearTimeout(this.heartbeatSoon)
     clearTimeout(this.reportSoon)
     this.feeds.stop()

@@ -85,3 +85,16 @@ test('real nodes ping each other with yamux frames and keep the connection; a pe
     await fx.cleanup()
   }
 })
+
+test('a new connection is pinged at once, not a round later: yamux grows stream windows only once it knows the round trip', async () => {
+  const fx = new MeshFixture()
+  try {
+    const rare = { intervalMs: 600_000, timeoutMs: 600_000 }
+    const a = await fx.joined({ connectionPing: rare })
+    const b = await fx.joined({ connectionPing: rare })
+    await eventually('a and b are connected', () => a.mesh.connectedPeers().includes(b.mesh.self().peerId))
+    await eventually('both sides had their first ping answered', () => a.mesh.metrics().connectionPingsAnswered >= 1 && b.mesh.metrics().connectionPingsAnswered >= 1)
+  } finally {
+    await fx.cleanup()
+  }
+})
