@@ -275,7 +275,8 @@ function capacityCases (): BadCase[] {
     status: 409,
     detail: /cpus short by 1/,
     build: async () => {
-      const hog = await fx.request('POST', '/api/v1/vms', { token: admin(), json: { image: IMAGE, cpus: CAPACITY.cpus - 1, start: false } })
+      // ?wait=true: the cleanup deletes it, and a VM still being created cannot be deleted yet.
+      const hog = await fx.request('POST', '/api/v1/vms?wait=true', { token: admin(), json: { image: IMAGE, cpus: CAPACITY.cpus - 1, start: false } })
       assert.equal(hog.status, 201, hog.text)
       return {
         method: 'POST',
