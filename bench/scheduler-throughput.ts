@@ -22,7 +22,7 @@
  * as by the leader: the CPU the node processes used is printed beside them, with what the leader
  * alone needs per placement. More in flight means bigger batches per scheduling pass and per
  * durable write, and so less CPU per placement: on 2 cores with 50 hosts, 128 in flight gave
- * 335-500/s and 256 gave 557-676/s (notes/scheduler.md). Each node process needs
+ * 335-500/s and 256 gave 443-676/s, median 563/s (notes/scheduler.md). Each node process needs
  * ~100-150 MB; 50 hosts need ~7 GB and a few minutes to start.
  *
  * Every placement waits for durable writes (the gateway keeps the request, the host records the
