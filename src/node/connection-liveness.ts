@@ -13,6 +13,8 @@ import type { AbortOptions } from '@libp2p/interface'
 /** What this needs of a connection: libp2p's Connection, whose muxer (yamux) can ping. */
 export interface PingableConnection {
   readonly status: string
+  /** Who is at the other end (for the log line when it is closed). */
+  readonly remotePeer?: { toString: () => string }
   readonly muxer?: { ping?: (options?: AbortOptions) => Promise<number> }
   abort: (err: Error) => void
 }

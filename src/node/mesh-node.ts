@@ -421,7 +421,7 @@ class MeshNodeImpl implements MeshNode {
       onAnswer: () => { this.counters.inc('connectionPingsAnswered') },
       onDead: (connection, err) => {
         this.counters.inc('halfOpenConnectionsClosed')
-        this.log.warn({ remote: (connection as unknown as { remotePeer?: { toString: () => string } }).remotePeer?.toString(), err: err.message }, 'closing a connection that stopped answering pings')
+        this.log.warn({ remote: connection.remotePeer?.toString(), err: err.message }, 'closing a connection that stopped answering pings')
       }
     }, this.init.connectionPing ?? { intervalMs: DEFAULTS.connectionPingMs, timeoutMs: DEFAULTS.connectionPingTimeoutMs })
     this.liveness.start()

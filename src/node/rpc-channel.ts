@@ -14,7 +14,7 @@
  * then fail (the caller turns that into PeerUnavailableError), and the next call opens a new one.
  *
  * Nothing closes an idle channel: libp2p 3 records a stream's inactivityTimeout but does not
- * enforce it, and the connection under it stays busy with yamux keep-alive pings.
+ * enforce it, and the connection under it stays busy with keep-alive pings (connection-liveness.ts).
  */
 import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import type { Logger } from 'pino'
